@@ -1,0 +1,231 @@
+"""What one ELF file tells the loader and us: an immutable `ElfFacts`, and its JSON form.
+
+The facts are about bytes, not places: the path a file was found at is the caller's to hold.
+This module does not read files (that is `resolver.elf.reader`); it defines the value the reader
+returns, the cache stores and the fixture synthesiser writes back out.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from resolver.errors import InvalidFixture
+
+__all__ = [
+    "FACTS_SCHEMA",
+    "ElfClass",
+    "ElfFacts",
+    "ElfType",
+    "Endian",
+    "GpuCode",
+    "GpuCodeKind",
+    "Machine",
+    "VersionNeed",
+    "facts_to_json",
+    "machine_name",
+    "parse_facts_json",
+    "parse_gpu_code",
+]
+
+# Bump when ElfFacts or its JSON form changes: cached facts of another schema are re-read.
+FACTS_SCHEMA = 1
+
+
+class ElfClass(enum.IntEnum):
+    """EI_CLASS."""
+
+    ELF32 = 1
+    ELF64 = 2
+
+
+class Endian(enum.Enum):
+    """EI_DATA."""
+
+    LITTLE = "little"
+    BIG = "big"
+
+
+class ElfType(enum.IntEnum):
+    """e_type values that matter to the loader."""
+
+    REL = 1
+    EXEC = 2
+    DYN = 3
+    CORE = 4
+
+
+class Machine(enum.IntEnum):
+    """e_machine values we name; facts keep the raw number, so others still compare."""
+
+    I386 = 3
+    ARM = 40
+    PPC64 = 21
+    S390 = 22
+    X86_64 = 62
+    AARCH64 = 183
+    RISCV = 243
+
+
+def machine_name(machine: int) -> str:
+    """Return a readable name (`x86_64`, `aarch64`) for an e_machine number."""
+    try:
+        return Machine(machine).name.lower()
+    except ValueError:
+        return f"EM_{machine}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class VersionNeed:
+    """One `.gnu.version_r` entry: this object needs version `name` from the object `file`."""
+
+    file: str
+    name: str
+    weak: bool = False
+
+
+class GpuCodeKind(enum.Enum):
+    """What a `.nv_fatbin` entry carries: machine code for one GPU, or PTX to JIT."""
+
+    SASS = "sass"
+    PTX = "ptx"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuCode:
+    """One GPU architecture embedded in `.nv_fatbin` (`sm_110`, `sm_90a`, `compute_90`)."""
+
+    kind: GpuCodeKind
+    arch: int  # major * 10 + minor, as the fatbin entry header stores it
+    arch_specific: bool = False  # `sm_XXa`: runs only on exactly that GPU
+
+    @property
+    def sort_key(self) -> tuple[str, int, bool]:
+        """Order: SASS before PTX, then by architecture."""
+        return (self.kind.value != "sass", self.arch, self.arch_specific)
+
+    def __str__(self) -> str:
+        prefix = "sm" if self.kind is GpuCodeKind.SASS else "compute"
+        return f"{prefix}_{self.arch}{'a' if self.arch_specific else ''}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ElfFacts:
+    """Everything the loader emulation and the findings need from one ELF file.
+
+    `rpath` and `runpath` keep the raw DT_RPATH / DT_RUNPATH strings (None when the tag is
+    absent): splitting them, and what an empty element means, is the loader's business.
+    """
+
+    elf_class: ElfClass
+    endian: Endian
+    machine: int
+    osabi: int
+    elf_type: int
+    soname: str | None = None
+    needed: tuple[str, ...] = ()
+    rpath: str | None = None
+    runpath: str | None = None
+    nodeflib: bool = False
+    version_defs: tuple[str, ...] = ()  # verdef names, the base (soname) entry excluded
+    version_needs: tuple[VersionNeed, ...] = ()
+    gpu_code: tuple[GpuCode, ...] = ()  # sorted, unique
+    has_dynamic: bool = True  # False for static executables and objects without PT_DYNAMIC
+
+    @property
+    def machine_name(self) -> str:
+        """Readable e_machine."""
+        return machine_name(self.machine)
+
+
+def facts_to_json(facts: ElfFacts) -> dict[str, Any]:
+    """Turn facts into plain JSON-able data (the cache and fixture form)."""
+    return {
+        "class": int(facts.elf_class),
+        "endian": facts.endian.value,
+        "machine": facts.machine,
+        "osabi": facts.osabi,
+        "type": facts.elf_type,
+        "soname": facts.soname,
+        "needed": list(facts.needed),
+        "rpath": facts.rpath,
+        "runpath": facts.runpath,
+        "nodeflib": facts.nodeflib,
+        "version_defs": list(facts.version_defs),
+        "version_needs": [[n.file, n.name, n.weak] for n in facts.version_needs],
+        "gpu_code": [str(code) for code in facts.gpu_code],
+        "dynamic": facts.has_dynamic,
+    }
+
+
+def parse_gpu_code(text: str) -> GpuCode:
+    """Parse `sm_110`, `sm_90a` or `compute_90`.
+
+    Raises:
+        ValueError: the text names no GPU architecture.
+    """
+    kind_text, _, arch_text = text.partition("_")
+    kind = {"sm": GpuCodeKind.SASS, "compute": GpuCodeKind.PTX}.get(kind_text)
+    specific = arch_text.endswith("a")
+    digits = arch_text.removesuffix("a")
+    if kind is None or not digits.isdigit():
+        raise ValueError(f"not a GPU architecture: {text!r}")
+    return GpuCode(kind=kind, arch=int(digits), arch_specific=specific)
+
+
+def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:  # noqa: ANN401
+    if key not in data:
+        raise InvalidFixture(f"{where}.{key}: missing")
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidFixture(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def parse_facts_json(data: object, where: str = "facts") -> ElfFacts:
+    """Turn the JSON form back into facts.
+
+    Raises:
+        InvalidFixture: a field is missing or of the wrong type; the message names it.
+    """
+    if not isinstance(data, dict):
+        raise InvalidFixture(f"{where}: expected an object, got {type(data).__name__}")
+    try:
+        elf_class = ElfClass(_field(data, "class", int, where))
+        endian = Endian(_field(data, "endian", str, where))
+    except ValueError as err:
+        raise InvalidFixture(f"{where}: {err}") from err
+    needs = []
+    for i, item in enumerate(_field(data, "version_needs", list, where)):
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+                and isinstance(item[1], str) and isinstance(item[2], bool)):
+            raise InvalidFixture(f"{where}.version_needs[{i}]: expected [file, name, weak]")
+        needs.append(VersionNeed(file=item[0], name=item[1], weak=item[2]))
+    codes = []
+    for i, text in enumerate(_field(data, "gpu_code", list, where)):
+        try:
+            codes.append(parse_gpu_code(text if isinstance(text, str) else repr(text)))
+        except ValueError as err:
+            raise InvalidFixture(f"{where}.gpu_code[{i}]: {err}") from err
+    strings = {key: _field(data, key, list, where) for key in ("needed", "version_defs")}
+    for key, values in strings.items():
+        if not all(isinstance(v, str) for v in values):
+            raise InvalidFixture(f"{where}.{key}: expected a list of strings")
+    optional = {key: _field(data, key, (str, type(None)), where) for key in ("soname", "rpath", "runpath")}
+    return ElfFacts(
+        elf_class=elf_class,
+        endian=endian,
+        machine=_field(data, "machine", int, where),
+        osabi=_field(data, "osabi", int, where),
+        elf_type=_field(data, "type", int, where),
+        soname=optional["soname"],
+        needed=tuple(strings["needed"]),
+        rpath=optional["rpath"],
+        runpath=optional["runpath"],
+        nodeflib=_field(data, "nodeflib", bool, where),
+        version_defs=tuple(strings["version_defs"]),
+        version_needs=tuple(needs),
+        gpu_code=tuple(sorted(set(codes), key=lambda code: code.sort_key)),
+        has_dynamic=_field(data, "dynamic", bool, where),
+    )
