@@ -1,0 +1,100 @@
+"""Rendering for people: rich tables and trees on stdout. The only module that imports rich."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from resolver.findings import Severity
+
+if TYPE_CHECKING:
+    from resolver.diagnose import Diagnosis
+    from resolver.findings import Finding
+    from resolver.rootfs import RootFS
+
+__all__ = ["console", "render_diagnosis"]
+
+_TITLES = {
+    Severity.BLOCKS_IMPORT: ("[bold red]Blocks `import torch`[/]", "red"),
+    Severity.BREAKS_FEATURE: ("[bold yellow]Breaks a feature later[/]", "yellow"),
+    Severity.INFO: ("[bold]Notes[/]", "blue"),
+}
+
+
+def console() -> Console:
+    """The stdout console (soft-wrapped, no markup surprises)."""
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _target_table(result: Diagnosis, rootfs: RootFS) -> Table:
+    platform = result.platform
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    os_name = " ".join(p for p in (platform.os_id, platform.os_version) if p) or "unknown"
+    jetson = (f"L4T {platform.l4t} (JetPack {platform.jetpack or '?'})"
+              if platform.l4t else "not a Jetson")
+    table.add_row("target", escape(f"{rootfs.root}  {platform.arch}, glibc {platform.glibc or '?'}, "
+                                   f"{os_name}, {jetson}"))
+    cuda = f"CUDA {platform.cuda}" + (f" ({platform.cuda_flavour})" if platform.cuda_flavour else "")
+    table.add_row("", escape(f"{cuda if platform.cuda else 'no CUDA toolkit'}, "
+                             f"cuDNN {platform.cudnn or '-'}, Python {platform.python or '?'}, "
+                             f"GPU {'sm_' + str(platform.gpu_arch) if platform.gpu_arch else 'unknown'}"))
+    table.add_row("loader", escape(f"{result.loader.cache_source}; default dirs "
+                                   f"{':'.join(platform.system_dirs)}"))
+    torch = result.torch
+    if torch is not None:
+        table.add_row("torch", escape(f"{torch.version or '?'} (CUDA {torch.cuda or 'none'}) "
+                                      f"in {rootfs.host_label(torch.site)}"))
+    return table
+
+
+def _finding_tree(finding: Finding, colour: str, verbose: bool) -> Tree:
+    tree = Tree(f"[{colour}]✗[/] [bold]{escape(finding.subject)}[/]  "
+                f"{escape(finding.message.removeprefix(finding.subject + ': '))}")
+    if finding.requested_by:
+        shown = ", ".join(posixpath.basename(r) for r in finding.requested_by[:4])
+        more = len(finding.requested_by) - 4
+        tree.add(escape(f"needed by {shown}" + (f" and {more} more" if more > 0 else "")))
+    phases = [p for p in finding.phases if p != "import"]
+    if phases:
+        tree.add(escape(f"used by: {'; '.join(phases)}"))
+    if finding.searched:
+        trail = tree.add("paths considered in this order:")
+        steps = finding.searched if verbose else finding.searched[:24]
+        for step in steps:
+            owner = f" of {posixpath.basename(step.owner)}" if step.owner else ""
+            detail = f" ({step.detail})" if step.detail else ""
+            trail.add(escape(f"{step.via.value}{owner}: {step.path}  {step.outcome.value}{detail}"))
+        if len(steps) < len(finding.searched):
+            trail.add(f"… {len(finding.searched) - len(steps)} more (--verbose)")
+    for place in finding.found_elsewhere[1:3]:
+        tree.add(escape(f"also at {place}"))
+    return tree
+
+
+def render_diagnosis(result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbose: bool) -> None:
+    """Print a diagnosis: the target, then findings grouped by severity, then a verdict."""
+    out = console()
+    out.print(_target_table(result, rootfs))
+    live = sum(1 for o in result.objects)
+    out.print()
+    for severity, (title, colour) in _TITLES.items():
+        group = [f for f in result.findings if f.severity is severity]
+        if not group:
+            continue
+        out.print(title)
+        for finding in group:
+            out.print(_finding_tree(finding, colour, verbose))
+        out.print()
+    blocking = sum(1 for f in result.findings if f.severity is Severity.BLOCKS_IMPORT)
+    later = sum(1 for f in result.findings if f.severity is Severity.BREAKS_FEATURE)
+    verdict = ("[bold red]import torch will fail[/]" if blocking
+               else "[bold green]import torch will load[/]")
+    out.print(f"{verdict}: {blocking} blocking, {later} feature-level finding(s); "
+              f"{live} objects walked (exit {exit_code})")

@@ -1,0 +1,209 @@
+"""The diagnose stage: one torch install, one root, everything that will fail to load and why.
+
+It wires the pure pieces together: the root's loader configuration (`ld.so.cache`, or, when a
+root has none, what `ldconfig` would make of its `ld.so.conf`), a `Namespace` that plays the
+loader, torch's own loading sequence, and the findings. It reads only through `RootFS` and
+returns an immutable `Diagnosis`; rendering it is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from resolver.elf.fatbin import find_kernel_for
+from resolver.errors import RootFsError
+from resolver.findings import (
+    Finding,
+    FindingKind,
+    Severity,
+    cudnn_findings,
+    gpu_findings,
+    load_findings,
+)
+from resolver.ldcache import find_in_cache, parse_ld_so_cache
+from resolver.ldconf import iter_conf_dirs
+from resolver.loader.torch_import import emulate_torch, find_torch_install
+from resolver.loader.walk import LoadedObject, Namespace, Request
+from resolver.wheeltags import parse_wheel_metadata_tags, wheel_tag_findings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from resolver.elf.cache import FactsCache
+    from resolver.loader.torch_import import Attempt, TorchInstall
+    from resolver.platform import Platform
+    from resolver.rootfs import RootFS
+
+__all__ = ["Diagnosis", "LoaderConfig", "diagnose", "read_loader_config"]
+
+# Where a library that is on no search path tends to sit on a Jetson or a CUDA machine.
+_ELSEWHERE_DIRS = ("/usr/local", "/opt", "/usr/lib")
+_ELSEWHERE_DEPTH = 5
+_SKIP_DIRS = frozenset({"include", "share", "doc", "man", "src", "__pycache__", "bin", "sbin",
+                        "python3", "cmake", "pkgconfig", "locale", "firmware", "modules",
+                        "debug", "perl", "perl5", "gcc", "udev", "systemd", "jvm"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoaderConfig:
+    """The root's `ld.so.conf` directories and how names are found in its cache."""
+
+    conf_dirs: tuple[str, ...]
+    cache_source: str  # "/etc/ld.so.cache", or "emulated from ld.so.conf"
+    lookup: Callable[[str], str | None]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Diagnosis:
+    """What a diagnose found; every field is a plain value."""
+
+    platform: Platform
+    torch: TorchInstall | None
+    loader: LoaderConfig
+    objects: tuple[LoadedObject, ...]  # every object the walk loaded (rolled back included)
+    requests: tuple[Request, ...]
+    attempts: tuple[Attempt, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def blocks_import(self) -> bool:
+        """True when `import torch` will fail."""
+        return any(f.severity is Severity.BLOCKS_IMPORT for f in self.findings)
+
+
+def read_loader_config(rootfs: RootFS, platform: Platform) -> LoaderConfig:
+    """Read the root's `ld.so.conf` (with includes) and its `ld.so.cache`.
+
+    Raises:
+        InvalidLdCache: the cache exists but is of another format or cut short.
+    """
+    conf_dirs = tuple(iter_conf_dirs(rootfs.read_text, rootfs.glob))
+    data = rootfs.read_bytes("/etc/ld.so.cache")
+    if data is not None:
+        cache = parse_ld_so_cache(data, origin=rootfs.host_label("/etc/ld.so.cache"))
+
+        def lookup(name: str) -> str | None:
+            return find_in_cache(cache, name, elf_class=int(platform.elf_class),
+                                 machine=platform.machine)
+
+        return LoaderConfig(conf_dirs=conf_dirs, cache_source="/etc/ld.so.cache", lookup=lookup)
+
+    # No cache: answer as `ldconfig` would have built it from ld.so.conf plus the trusted dirs.
+    dirs = tuple(dict.fromkeys((*conf_dirs, *platform.system_dirs)))
+
+    def emulated(name: str) -> str | None:
+        for directory in dirs:
+            found = rootfs.find_file(directory, name)
+            if found is not None and found.ok:
+                return posixpath.join(directory, name)
+        return None
+
+    note = "the root has no /etc/ld.so.cache: its lookups are emulated from ld.so.conf"
+    return LoaderConfig(conf_dirs=conf_dirs, cache_source="emulated from ld.so.conf",
+                        lookup=emulated, notes=(note,) if not rootfs.live else ())
+
+
+class _Elsewhere:
+    """Index of library file names under the places they tend to be left, built on demand."""
+
+    def __init__(self, rootfs: RootFS, extra: tuple[str, ...]) -> None:
+        self.rootfs = rootfs
+        self.tops = (*extra, *_ELSEWHERE_DIRS)
+        self._index: dict[str, list[str]] | None = None
+
+    def _scan(self) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        seen: set[str] = set()
+        stack = [(top, 0) for top in reversed(self.tops)]
+        while stack:
+            directory, depth = stack.pop()
+            real = self.rootfs.resolve(directory).real
+            if real is None or real in seen:
+                continue
+            seen.add(real)
+            for name, entry in sorted(self.rootfs.list_dir(directory).items(), reverse=True):
+                path = posixpath.join(directory, name)
+                if ".so" in name:
+                    index.setdefault(name, []).append(path)
+                elif entry.kind == "dir" and depth < _ELSEWHERE_DEPTH and name not in _SKIP_DIRS:
+                    stack.append((path, depth + 1))
+        return index
+
+    def __call__(self, name: str) -> tuple[str, ...]:
+        if self._index is None:
+            self._index = self._scan()
+        found = []
+        for path in self._index.get(name, ()):
+            resolved = self.rootfs.resolve(path)
+            if resolved.ok:
+                found.append(path)
+        return tuple(found)
+
+
+def _cudnn_version(rootfs: RootFS, platform: Platform) -> Callable[[LoadedObject], str | None]:
+    def version(obj: LoadedObject) -> str | None:
+        match = re.search(r"libcudnn\.so\.(\d+\.\d+(?:\.\d+)?)$", obj.real)
+        if match:
+            return match.group(1)
+        # pip's nvidia-cudnn: the dist-info beside site-packages/nvidia/cudnn/lib says it.
+        site = posixpath.dirname(posixpath.dirname(posixpath.dirname(posixpath.dirname(obj.real))))
+        for name in rootfs.list_dir(site):
+            dist = re.fullmatch(r"nvidia_cudnn_cu\d+-(\d+\.\d+\.\d+)[\d.]*\.dist-info", name)
+            if dist:
+                return dist.group(1)
+        system = obj.real.startswith(("/usr/lib", "/lib"))
+        return platform.cudnn if system else None
+
+    return version
+
+
+def diagnose(
+    rootfs: RootFS,
+    platform: Platform,
+    site: str,
+    cache: FactsCache,
+    *,
+    ld_library_path: str = "",
+    sys_path: tuple[str, ...] = (),
+    wheel_tags: tuple[str, ...] | None = None,
+    wheel_name: str | None = None,
+) -> Diagnosis:
+    """Diagnose the torch in `site` (a directory of the root's namespace) on `rootfs`.
+
+    Raises:
+        RootFsError: there is no torch in `site`.
+        InvalidLdCache: the root's `ld.so.cache` is damaged.
+    """
+    torch = find_torch_install(rootfs, site, sys_path)
+    if torch is None:
+        raise RootFsError(f"{rootfs.host_label(site)}: no torch package here")
+    loader = read_loader_config(rootfs, platform)
+    ns = Namespace(rootfs, platform, cache, ld_library_path=ld_library_path,
+                   find_in_cache=loader.lookup)
+    attempts = emulate_torch(ns, torch)
+    objects = ns.all_objects
+    elsewhere = _Elsewhere(rootfs, torch.sys_path)
+    findings = list(load_findings(attempts, ns.requests, objects, ns.version_problems,
+                                  locate_elsewhere=elsewhere))
+    live = ns.objects
+    findings += gpu_findings(live, platform, find_kernel_for)
+    findings += cudnn_findings(torch, live, _cudnn_version(rootfs, platform))
+    if wheel_tags is None:
+        wheel_tags = ()
+        for name in sorted(rootfs.list_dir(site)):
+            if name.startswith("torch-") and name.endswith(".dist-info"):
+                text = rootfs.read_text(posixpath.join(site, name, "WHEEL"))
+                wheel_tags = parse_wheel_metadata_tags(text or "")
+    findings += wheel_tag_findings(wheel_tags, platform, subject=wheel_name or "torch")
+    if loader.notes:
+        findings += [Finding(kind=FindingKind.NO_LD_SO_CACHE, severity=Severity.INFO,
+                             subject="/etc/ld.so.cache", message=note) for note in loader.notes]
+    order = {Severity.BLOCKS_IMPORT: 0, Severity.BREAKS_FEATURE: 1, Severity.INFO: 2}
+    findings.sort(key=lambda f: (order[f.severity], f.kind.value, f.subject))
+    return Diagnosis(platform=platform, torch=torch, loader=loader, objects=objects,
+                     requests=ns.requests, attempts=attempts, findings=tuple(findings))
+

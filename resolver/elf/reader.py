@@ -1,0 +1,294 @@
+"""Read the loader-relevant facts of one ELF file: the only module that imports pyelftools.
+
+It reads through the program headers and PT_DYNAMIC, the way the loader does, so a file whose
+section headers are stripped still yields its SONAME, NEEDED, RPATH, RUNPATH, flags and symbol
+versions. Section headers are consulted for one thing only, the `.nv_fatbin` section, whose
+container and entry headers `resolver.elf.fatbin` walks without reading the GPU code itself.
+
+It never reads a whole file: the ELF header, the program headers, the dynamic table, the strings
+it points at and the version records are small reads at known offsets, so a 500 MB
+`libtorch_cuda.so` costs a few dozen reads. It does not resolve anything (`resolver.loader`) and
+does not cache (`resolver.elf.cache`).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, BinaryIO
+
+from resolver.elf.facts import (
+    ElfClass,
+    ElfFacts,
+    Endian,
+    GpuCode,
+    VersionNeed,
+)
+from resolver.errors import InvalidElf
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["ELF_MAGIC", "read_elf_facts"]
+
+ELF_MAGIC = b"\x7fELF"
+
+# Dynamic tags and flags: glibc elf/elf.h.
+_DT_NULL = 0
+_DT_NEEDED = 1
+_DT_STRTAB = 5
+_DT_STRSZ = 10
+_DT_SONAME = 14
+_DT_RPATH = 15
+_DT_RUNPATH = 29
+_DT_FLAGS_1 = 0x6FFFFFFB
+_DT_VERDEF = 0x6FFFFFFC
+_DT_VERDEFNUM = 0x6FFFFFFD
+_DT_VERNEED = 0x6FFFFFFE
+_DT_VERNEEDNUM = 0x6FFFFFFF
+_DF_1_NODEFLIB = 0x800
+_VER_FLG_BASE = 0x1
+_VER_FLG_WEAK = 0x2
+_PT_LOAD = 1
+_PT_DYNAMIC = 2
+
+# Bounds that keep a corrupt file from making us loop or allocate without end.
+_MAX_DYN_ENTRIES = 1 << 16
+_MAX_VERSION_RECORDS = 1 << 16
+_MAX_STRING = 1 << 16
+_STRING_CHUNK = 256
+
+
+class _Source:
+    """Positioned reads over the stream, each checked for length."""
+
+    __slots__ = ("origin", "size", "stream")
+
+    def __init__(self, stream: BinaryIO, origin: str, size: int) -> None:
+        self.stream = stream
+        self.origin = origin
+        self.size = size
+
+    def read(self, offset: int, length: int, what: str) -> bytes:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise InvalidElf(
+                f"{self.origin}: {what} at offset {offset:#x} (+{length}) lies past the end "
+                f"of the file ({self.size} bytes)"
+            )
+        self.stream.seek(offset)
+        data = self.stream.read(length)
+        if len(data) != length:
+            raise InvalidElf(f"{self.origin}: {what} cut short at offset {offset:#x}")
+        return data
+
+    def read_cstring(self, offset: int, what: str) -> str:
+        chunks: list[bytes] = []
+        pos = offset
+        while pos < self.size and pos - offset < _MAX_STRING:
+            chunk = self.read(pos, min(_STRING_CHUNK, self.size - pos), what)
+            end = chunk.find(b"\0")
+            if end >= 0:
+                chunks.append(chunk[:end])
+                return b"".join(chunks).decode("utf-8", "surrogateescape")
+            chunks.append(chunk)
+            pos += len(chunk)
+        raise InvalidElf(f"{self.origin}: {what} at offset {offset:#x} is not NUL-terminated")
+
+
+def _header_facts(elf: object) -> tuple[int, int, int]:
+    """Return (e_machine, EI_OSABI, e_type) as numbers; pyelftools gives enum names."""
+    from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_EI_OSABI  # noqa: PLC0415
+
+    header = elf.header  # type: ignore[attr-defined]
+
+    def number(value: object, table: dict[str, int]) -> int:
+        return value if isinstance(value, int) else table[str(value)]
+
+    return (
+        number(header["e_machine"], ENUM_E_MACHINE),
+        number(header["e_ident"]["EI_OSABI"], ENUM_EI_OSABI),
+        number(header["e_type"], ENUM_E_TYPE),
+    )
+
+
+class _Layout:
+    """The parts of the ELF header and program headers that the rest of the reading needs."""
+
+    __slots__ = ("dynamic", "elf_class", "endian", "loads", "machine", "osabi", "sections",
+                 "type")
+
+    def __init__(self, source: _Source) -> None:
+        from elftools.common.exceptions import ELFError  # noqa: PLC0415
+        from elftools.common.utils import struct_parse  # noqa: PLC0415
+        from elftools.elf.elffile import ELFFile  # noqa: PLC0415
+
+        try:
+            elf = ELFFile(source.stream)
+            self.machine, self.osabi, self.type = _header_facts(elf)
+            self.elf_class = ElfClass(elf.elfclass // 32)
+            self.endian = Endian.LITTLE if elf.little_endian else Endian.BIG
+            phoff, phnum, phentsize = elf["e_phoff"], elf["e_phnum"], elf["e_phentsize"]
+            if phnum and phentsize < elf.structs.Elf_Phdr.sizeof():
+                raise InvalidElf(f"{source.origin}: program header size {phentsize} too small")
+            source.read(phoff, phnum * phentsize, "program headers")
+            self.loads: list[tuple[int, int, int]] = []  # (vaddr, offset, filesz)
+            self.dynamic: tuple[int, int] | None = None
+            for i in range(phnum):
+                phdr = struct_parse(elf.structs.Elf_Phdr, source.stream, phoff + i * phentsize)
+                kind = phdr["p_type"]
+                if kind in ("PT_LOAD", _PT_LOAD):
+                    self.loads.append((phdr["p_vaddr"], phdr["p_offset"], phdr["p_filesz"]))
+                elif kind in ("PT_DYNAMIC", _PT_DYNAMIC):
+                    self.dynamic = (phdr["p_offset"], phdr["p_filesz"])
+            self.sections = (elf["e_shoff"], elf["e_shnum"], elf["e_shentsize"], elf["e_shstrndx"])
+        except InvalidElf:
+            raise
+        except (ELFError, ValueError, KeyError, struct.error, EOFError, OverflowError) as err:
+            raise InvalidElf(f"{source.origin}: unreadable ELF header: {err}") from err
+        except Exception as err:  # pyelftools' vendored construct raises its own zoo of types
+            raise InvalidElf(f"{source.origin}: unreadable ELF header: {err}") from err
+
+    def offset_of(self, vaddr: int, origin: str, what: str) -> int:
+        """Map a virtual address to a file offset through the PT_LOAD segments."""
+        for seg_vaddr, seg_offset, filesz in self.loads:
+            if seg_vaddr <= vaddr < seg_vaddr + filesz:
+                return vaddr - seg_vaddr + seg_offset
+        raise InvalidElf(f"{origin}: {what} address {vaddr:#x} lies in no loaded segment")
+
+
+def _read_dynamic(source: _Source, layout: _Layout) -> list[tuple[int, int]]:
+    assert layout.dynamic is not None
+    offset, size = layout.dynamic
+    wide = layout.elf_class is ElfClass.ELF64
+    entry = struct.Struct(("<" if layout.endian is Endian.LITTLE else ">") + ("qQ" if wide else "iI"))
+    count = min(size // entry.size, _MAX_DYN_ENTRIES)
+    data = source.read(offset, count * entry.size, "dynamic section")
+    tags = []
+    for tag, value in entry.iter_unpack(data):
+        if tag == _DT_NULL:
+            break
+        tags.append((tag, value))
+    return tags
+
+
+def _read_versions(
+    source: _Source,
+    layout: _Layout,
+    string: Callable[[int, str], str],
+    dyn: dict[int, int],
+) -> tuple[tuple[str, ...], tuple[VersionNeed, ...]]:
+    """Read `.gnu.version_d` names and `.gnu.version_r` needs (glibc elf/dl-version.c)."""
+    order = "<" if layout.endian is Endian.LITTLE else ">"
+    defs: list[str] = []
+    if _DT_VERDEF in dyn:
+        offset = layout.offset_of(dyn[_DT_VERDEF], source.origin, "DT_VERDEF")
+        verdef, verdaux = struct.Struct(order + "HHHHIII"), struct.Struct(order + "II")
+        for _ in range(min(dyn.get(_DT_VERDEFNUM, _MAX_VERSION_RECORDS), _MAX_VERSION_RECORDS)):
+            _, flags, _, count, _, aux, nxt = verdef.unpack(
+                source.read(offset, verdef.size, "version definition"))
+            if count and not flags & _VER_FLG_BASE:
+                name, _ = verdaux.unpack(source.read(offset + aux, verdaux.size, "verdaux"))
+                defs.append(string(name, "version definition name"))
+            if not nxt:
+                break
+            offset += nxt
+    needs: list[VersionNeed] = []
+    if _DT_VERNEED in dyn:
+        offset = layout.offset_of(dyn[_DT_VERNEED], source.origin, "DT_VERNEED")
+        verneed, vernaux = struct.Struct(order + "HHIII"), struct.Struct(order + "IHHII")
+        for _ in range(min(dyn.get(_DT_VERNEEDNUM, _MAX_VERSION_RECORDS), _MAX_VERSION_RECORDS)):
+            _, count, file_name, aux, nxt = verneed.unpack(
+                source.read(offset, verneed.size, "version need"))
+            file = string(file_name, "version need file")
+            aux_offset = offset + aux
+            for _ in range(min(count, _MAX_VERSION_RECORDS)):
+                _, flags, _, name, aux_next = vernaux.unpack(
+                    source.read(aux_offset, vernaux.size, "vernaux"))
+                needs.append(VersionNeed(file=file, name=string(name, "version need name"),
+                                         weak=bool(flags & _VER_FLG_WEAK)))
+                if not aux_next:
+                    break
+                aux_offset += aux_next
+            if not nxt:
+                break
+            offset += nxt
+    return tuple(defs), tuple(needs)
+
+
+def _read_fatbin(source: _Source, layout: _Layout) -> tuple[GpuCode, ...]:
+    """Find `.nv_fatbin` through the section headers and list its GPU code, if any."""
+    shoff, shnum, shentsize, shstrndx = layout.sections
+    if not shoff or not shnum or shstrndx >= shnum:
+        return ()
+    wide = layout.elf_class is ElfClass.ELF64
+    order = "<" if layout.endian is Endian.LITTLE else ">"
+    # sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size (the fields we use come first).
+    shdr = struct.Struct(order + ("IIQQQQ" if wide else "IIIIII"))
+    if shentsize < shdr.size:
+        return ()
+    table = source.read(shoff, shnum * shentsize, "section headers")
+    headers = [shdr.unpack_from(table, i * shentsize) for i in range(shnum)]
+    names_offset = headers[shstrndx][4]
+    for name, sh_type, _, _, offset, size in headers:
+        # SHT_NOBITS (8) has no bytes in the file.
+        if sh_type != 8 and source.read_cstring(names_offset + name, "section name") == ".nv_fatbin":
+            from resolver.elf.fatbin import parse_fatbin_codes  # noqa: PLC0415
+
+            if offset + size > source.size:
+                raise InvalidElf(f"{source.origin}: .nv_fatbin lies past the end of the file")
+            return parse_fatbin_codes(
+                lambda at, length: source.read(offset + at, length, ".nv_fatbin"),
+                size,
+                origin=source.origin,
+            )
+    return ()
+
+
+def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) -> ElfFacts:
+    """Read the facts of the ELF file open as `stream` (seekable, binary).
+
+    `origin` names the file in error messages; `size` saves a seek when the caller knows it.
+
+    Raises:
+        InvalidElf: the bytes are not an ELF file we can read (truncated, corrupted, other
+            format); the message names `origin` and what is wrong.
+    """
+    if size is None:
+        size = stream.seek(0, 2)
+    source = _Source(stream, origin, size)
+    magic = source.read(0, 4, "ELF magic") if size >= 4 else b""
+    if magic != ELF_MAGIC:
+        shown = magic if magic else f"{size}-byte file"
+        raise InvalidElf(f"{origin}: not an ELF file (magic {shown!r})")
+    layout = _Layout(source)
+    if layout.dynamic is None:
+        return ElfFacts(elf_class=layout.elf_class, endian=layout.endian, machine=layout.machine,
+                        osabi=layout.osabi, elf_type=layout.type, has_dynamic=False,
+                        gpu_code=_read_fatbin(source, layout))
+    tags = _read_dynamic(source, layout)
+    dyn = dict(tags)
+    if _DT_STRTAB not in dyn:
+        raise InvalidElf(f"{origin}: dynamic section has no DT_STRTAB")
+    strtab = layout.offset_of(dyn[_DT_STRTAB], origin, "DT_STRTAB")
+    strsz = dyn.get(_DT_STRSZ, source.size - strtab)
+
+    def string(index: int, what: str) -> str:
+        if index >= strsz:
+            raise InvalidElf(f"{origin}: {what} string index {index} past DT_STRSZ {strsz}")
+        return source.read_cstring(strtab + index, what)
+
+    version_defs, version_needs = _read_versions(source, layout, string, dyn)
+    return ElfFacts(
+        elf_class=layout.elf_class,
+        endian=layout.endian,
+        machine=layout.machine,
+        osabi=layout.osabi,
+        elf_type=layout.type,
+        soname=string(dyn[_DT_SONAME], "DT_SONAME") if _DT_SONAME in dyn else None,
+        needed=tuple(string(value, "DT_NEEDED") for tag, value in tags if tag == _DT_NEEDED),
+        rpath=string(dyn[_DT_RPATH], "DT_RPATH") if _DT_RPATH in dyn else None,
+        runpath=string(dyn[_DT_RUNPATH], "DT_RUNPATH") if _DT_RUNPATH in dyn else None,
+        nodeflib=bool(dyn.get(_DT_FLAGS_1, 0) & _DF_1_NODEFLIB),
+        version_defs=version_defs,
+        version_needs=version_needs,
+        gpu_code=_read_fatbin(source, layout),
+    )

@@ -1,0 +1,216 @@
+"""What `import torch` loads, in its order, and what torch opens later for a feature.
+
+`import torch` first loads `torch/lib/libtorch_global_deps.so` with RTLD_GLOBAL. When that fails
+on a CUDA library, `torch/__init__.py` looks for each library of its `cuda_libs` list under
+`sys.path` (`nvidia/<folder>/lib`, `nvidia/cu<major>/lib`, `<folder>/lib`), loads what it finds
+by path and tries again; when it succeeds and libcudart is loaded, it preloads whatever of that
+list is present, best effort (`_load_global_deps`, `_preload_cuda_deps`; pytorch PRs #163661,
+#186450). Then Python loads `torch/_C*.so`. The `cuda_libs` list is read from the installed
+`torch/__init__.py` itself (its literal, through `ast`), falling back to a data file when the
+source cannot be read.
+
+Libraries torch opens only when a feature is used come from `dlopen.json`; each is opened in a
+namespace that holds what `import torch` loaded, and its failures break that feature, not the
+import. Nothing here decides severities or renders anything (`resolver.findings`).
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import json
+import posixpath
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resolver.loader.walk import Namespace
+    from resolver.rootfs import RootFS
+
+__all__ = ["IMPORT", "Attempt", "TorchInstall", "emulate_torch", "find_torch_install"]
+
+IMPORT = "import"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TorchInstall:
+    """A torch installation as found in a site-packages directory of the root."""
+
+    site: str  # the site-packages directory (root namespace)
+    version: str | None
+    cuda: str | None  # torch.version.cuda
+    extension: str | None  # torch/_C*.so
+    has_global_deps: bool
+    preload: tuple[tuple[str, str], ...]  # (folder, glob) of torch's cuda_libs
+    preload_source: str  # "torch/__init__.py" or "built-in list"
+    requires: tuple[str, ...]  # Requires-Dist lines of the dist-info
+    sys_path: tuple[str, ...]  # where torch's preload looks (root namespace)
+    lib_files: frozenset[str]  # names in torch/lib
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One dlopen torch (or python) makes, and whether it worked."""
+
+    phase: str  # "import" or the feature's description
+    name: str  # what was opened (a path, or a soname from a library)
+    why: str  # who opens it and how
+    ok: bool
+    requests: range  # indices into Namespace.requests made by this attempt
+    superseded: bool = False  # failed, but torch recovered (preload, then a retry)
+
+
+def _data() -> dict[str, Any]:
+    text = resources.files("resolver.loader").joinpath("dlopen.json").read_text("utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def _parse_cuda_libs(source: str) -> tuple[tuple[str, str], ...] | None:
+    """The `cuda_libs` literal of torch/__init__.py, or None when it is not there."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        target = None
+        if isinstance(node, ast.AnnAssign):
+            target, value = node.target, node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        if isinstance(target, ast.Name) and target.id == "cuda_libs" and value is not None:
+            try:
+                literal = ast.literal_eval(value)
+            except ValueError:
+                return None
+            pairs = literal.items() if isinstance(literal, dict) else literal
+            return tuple((str(a), str(b)) for a, b in pairs)
+    return None
+
+
+def find_torch_install(rootfs: RootFS, site: str, extra_sys_path: tuple[str, ...] = ()
+                       ) -> TorchInstall | None:
+    """Read what matters of the torch in `site` (root namespace), None when there is none."""
+    listing = rootfs.list_dir(posixpath.join(site, "torch"))
+    if not listing:
+        return None
+    version_py = rootfs.read_text(posixpath.join(site, "torch", "version.py")) or ""
+    version = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)", version_py, re.MULTILINE)
+    cuda = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)", version_py, re.MULTILINE)
+    extension = next((n for n in sorted(listing) if n.startswith("_C.") and n.endswith(".so")),
+                     None)
+    lib_files = frozenset(rootfs.list_dir(posixpath.join(site, "torch", "lib")))
+    init = rootfs.read_text(posixpath.join(site, "torch", "__init__.py"))
+    preload = _parse_cuda_libs(init) if init else None
+    source = "torch/__init__.py"
+    if preload is None:
+        preload = tuple((a, b) for a, b in _data()["preload_default"])
+        source = "built-in list"
+    requires: tuple[str, ...] = ()
+    for name in sorted(rootfs.list_dir(site)):
+        if name.startswith("torch-") and name.endswith(".dist-info"):
+            metadata = rootfs.read_text(posixpath.join(site, name, "METADATA")) or ""
+            requires = tuple(line.split(":", 1)[1].strip() for line in metadata.splitlines()
+                             if line.startswith("Requires-Dist:"))
+            break
+    return TorchInstall(
+        site=site, version=version.group(1) if version else None,
+        cuda=cuda.group(1) if cuda else None, extension=extension,
+        has_global_deps="libtorch_global_deps.so" in lib_files, preload=preload,
+        preload_source=source, requires=requires,
+        sys_path=(site, *[p for p in extra_sys_path if p != site]), lib_files=lib_files,
+    )
+
+
+def _find_preload(rootfs: RootFS, torch: TorchInstall, folder: str, pattern: str) -> str | None:
+    """`_get_cuda_dep_paths` over sys.path: the first match, as torch's glob would give it."""
+    for entry in torch.sys_path:
+        dirs = [posixpath.join(entry, "nvidia", folder, "lib")]
+        if torch.cuda:
+            dirs.append(posixpath.join(entry, "nvidia", f"cu{torch.cuda.split('.')[0]}", "lib"))
+        dirs.append(posixpath.join(entry, folder, "lib"))
+        for directory in dirs:
+            # glob.glob order is the directory's order; we sort, which only matters when two
+            # files match one pattern (then torch's own choice is unspecified too).
+            names = sorted(n for n in rootfs.list_dir(directory) if fnmatch.fnmatchcase(n, pattern))
+            if names:
+                return posixpath.join(directory, names[0])
+    return None
+
+
+def _attempt(ns: Namespace, name: str, why: str, phase: str, requester: int | None = None
+             ) -> Attempt:
+    first = len(ns.requests)
+    ok = ns.dlopen(name, phase=phase, requester=requester)
+    return Attempt(phase=phase, name=name, why=why, ok=ok, requests=range(first, len(ns.requests)))
+
+
+def _first_missing(ns: Namespace, attempt: Attempt) -> str | None:
+    requests = ns.requests
+    return next((requests[i].name for i in attempt.requests if requests[i].target is None), None)
+
+
+def _preload_all(ns: Namespace, torch: TorchInstall, *, why: str) -> list[Attempt]:
+    attempts = []
+    for folder, pattern in torch.preload:
+        path = _find_preload(ns.rootfs, torch, folder, pattern)
+        if path is not None:
+            attempts.append(_attempt(ns, path, why, IMPORT))
+    return attempts
+
+
+def emulate_torch(ns: Namespace, torch: TorchInstall) -> tuple[Attempt, ...]:
+    """Run `import torch`, then every known feature dlopen, in `ns`; return the attempts."""
+    attempts: list[Attempt] = []
+    lib = posixpath.join(torch.site, "torch", "lib")
+    if torch.has_global_deps:
+        global_deps = posixpath.join(lib, "libtorch_global_deps.so")
+        first = _attempt(ns, global_deps, "torch/__init__.py: CDLL(RTLD_GLOBAL)", IMPORT)
+        attempts.append(first)
+        missing = _first_missing(ns, first)
+        prefixes = {pattern.split(".", 1)[0] for _, pattern in torch.preload}
+        if first.ok and any((o.facts.soname or "").startswith("libcudart.so") for o in ns.objects):
+            attempts += _preload_all(ns, torch, why="torch/__init__.py: best-effort preload")
+        elif not first.ok and missing and missing.split(".", 1)[0] in prefixes:
+            # `_preload_cuda_deps(err)`: each library in order, required; the first one that
+            # cannot be found raises ValueError, the first that fails to load raises OSError.
+            recovered = True
+            for folder, pattern in torch.preload:
+                path = _find_preload(ns.rootfs, torch, folder, pattern)
+                if path is None:
+                    attempts.append(Attempt(
+                        phase=IMPORT, name=pattern,
+                        why=f"torch/__init__.py: _preload_cuda_lib({folder!r}) finds no "
+                            f"nvidia/{folder}/lib/{pattern} on sys.path",
+                        ok=False, requests=range(len(ns.requests), len(ns.requests))))
+                    recovered = False
+                    break
+                preload = _attempt(ns, path, "torch/__init__.py: preload after failure", IMPORT)
+                attempts.append(preload)
+                if not preload.ok:
+                    recovered = False
+                    break
+            if recovered:
+                retry = _attempt(ns, global_deps, "torch/__init__.py: CDLL(RTLD_GLOBAL), retry",
+                                 IMPORT)
+                attempts.append(retry)
+                if retry.ok:
+                    attempts[attempts.index(first)] = Attempt(
+                        phase=first.phase, name=first.name, why=first.why, ok=False,
+                        requests=first.requests, superseded=True)
+    if torch.extension:
+        attempts.append(_attempt(ns, posixpath.join(torch.site, "torch", torch.extension),
+                                 "python: import torch._C", IMPORT))
+    data = _data()
+    for item in data["torch_lib_files"]:
+        if item["file"] in torch.lib_files:
+            attempts.append(_attempt(ns, posixpath.join(lib, item["file"]),
+                                     "torch: dlopen on first use", item["feature"]))
+    for item in data["by_soname"]:
+        by = ns.find_loaded(item["by"])
+        if by is not None:
+            attempts.append(_attempt(ns, item["name"], f"{item['by']}: dlopen", item["feature"],
+                                     requester=by.index))
+    return tuple(attempts)

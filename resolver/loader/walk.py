@@ -1,0 +1,352 @@
+"""The loader's walk over a root: which file each DT_NEEDED name becomes, or why none does.
+
+A `Namespace` plays glibc's link-map list for one process. `dlopen` loads an object and its
+dependencies breadth-first (elf/dl-deps.c `_dl_map_object_deps`), each name searched in the
+order of `resolver.loader.search` with the requester as the loader, and an already loaded
+object reused when its name, the name it was requested under or its SONAME matches
+(elf/dl-misc.c `_dl_name_match_p`, elf/dl-load.c) or it is the same file. Candidates of the
+wrong ELF class or machine are skipped (`open_verify`); a candidate that is not an ELF file at all
+stops the search with an error, as it does in glibc. Symbol-version requirements are checked
+against what got loaded (elf/dl-version.c): a missing non-weak version is an error, a provider
+without version definitions only a warning.
+
+Unlike the real loader, the walk does not stop at the first failure: like `ld.so` in trace mode
+it records every failure and goes on, so one diagnose shows them all. A dlopen that fails is
+rolled back, as `dlopen` unloads what it loaded, so later loads see the namespace torch sees.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from resolver.elf.cache import read_facts
+from resolver.errors import InvalidElf
+from resolver.loader.search import SearchDir, Via, split_search_path
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from resolver.elf.cache import FactsCache
+    from resolver.elf.facts import ElfFacts
+    from resolver.platform import Platform
+    from resolver.rootfs import RootFS
+
+__all__ = [
+    "Candidate",
+    "LoadedObject",
+    "Namespace",
+    "Outcome",
+    "Request",
+    "VersionProblem",
+]
+
+
+class Outcome(enum.Enum):
+    """What happened to one candidate path."""
+
+    FOUND = "found"
+    ABSENT = "absent"
+    WRONG_CLASS = "wrong ELF class"
+    WRONG_MACHINE = "wrong machine"
+    NOT_ELF = "not an ELF file"
+    BROKEN = "broken symlink"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    """One path the loader tried, and what it found there."""
+
+    via: Via
+    path: str
+    outcome: Outcome
+    owner: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedObject:
+    """One object in the namespace: where it was found and what it says."""
+
+    index: int
+    path: str  # the name it was found under (glibc's l_name), in the root's namespace
+    real: str  # the same with every symlink resolved
+    facts: ElfFacts
+    loader: int | None  # the object whose DT_NEEDED brought it in (l_loader)
+    names: tuple[str, ...]  # the names it was requested under (l_libname)
+    phase: str  # the dlopen that first loaded it ("import", or a feature's name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """One DT_NEEDED (or dlopen) name of one object, and how it was satisfied."""
+
+    requester: int | None  # None for a dlopen from outside (python, torch/__init__.py)
+    name: str
+    target: int | None  # the object it resolved to, None when it did not
+    reused: bool  # satisfied by an object already loaded
+    candidates: tuple[Candidate, ...]
+    error: str | None = None  # a hard error that stopped the search (not an ELF file)
+    phase: str = "import"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VersionProblem:
+    """A `.gnu.version_r` requirement the chosen provider does not define."""
+
+    requester: int
+    provider: int
+    file: str
+    version: str
+    weak: bool
+    phase: str
+    fatal: bool  # False when the provider has no version definitions at all (a warning)
+
+
+@dataclass(slots=True)
+class _State:
+    objects: list[LoadedObject] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    versions: list[VersionProblem] = field(default_factory=list)
+    unloaded: set[int] = field(default_factory=set)  # rolled back by a failed dlopen
+
+
+class Namespace:
+    """The set of objects loaded into one process, grown by successive `dlopen` calls."""
+
+    def __init__(
+        self,
+        rootfs: RootFS,
+        platform: Platform,
+        cache: FactsCache,
+        *,
+        ld_library_path: str = "",
+        find_in_cache: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.rootfs = rootfs
+        self.platform = platform
+        self.facts_cache = cache
+        self.find_in_cache = find_in_cache
+        self._ld_library_path = split_search_path(
+            ld_library_path, via=Via.LD_LIBRARY_PATH, owner=None, origin=None,
+            lib=platform.lib_token, platform=platform.platform_token, separators=":;",
+        ) if ld_library_path else ()
+        self.state = _State()
+        self.failures: list[tuple[str, str]] = []  # (phase, what failed) of rolled-back dlopens
+
+    @property
+    def objects(self) -> tuple[LoadedObject, ...]:
+        """Objects loaded so far and still loaded, in load order."""
+        return tuple(o for o in self.state.objects if o.index not in self.state.unloaded)
+
+    @property
+    def all_objects(self) -> tuple[LoadedObject, ...]:
+        """Every object ever loaded, rolled-back ones included: what request indices name."""
+        return tuple(self.state.objects)
+
+    @property
+    def requests(self) -> tuple[Request, ...]:
+        """Every name looked up so far, failed dlopens included."""
+        return tuple(self.state.requests)
+
+    @property
+    def version_problems(self) -> tuple[VersionProblem, ...]:
+        """Every version requirement that failed so far."""
+        return tuple(self.state.versions)
+
+    def find_loaded(self, name: str) -> LoadedObject | None:
+        """The loaded object a name refers to, as `_dl_name_match_p` plus the SONAME rule."""
+        for obj in self.state.objects:
+            if obj.index in self.state.unloaded:
+                continue
+            if name == obj.path or name in obj.names or name == obj.facts.soname:
+                return obj
+        return None
+
+    def _search_dirs(self, requester: LoadedObject | None) -> list[SearchDir]:
+        platform = self.platform
+        dirs: list[SearchDir] = []
+
+        def path_of(obj: LoadedObject, text: str, via: Via) -> tuple[SearchDir, ...]:
+            return split_search_path(
+                text, via=via, owner=obj.path, origin=posixpath.dirname(obj.path),
+                lib=platform.lib_token, platform=platform.platform_token,
+            )
+
+        if requester is None or requester.facts.runpath is None:
+            chain = requester
+            while chain is not None:
+                # An object with DT_RUNPATH has no DT_RPATH (elf/get-dynamic-info.h).
+                if chain.facts.rpath is not None and chain.facts.runpath is None:
+                    dirs.extend(path_of(chain, chain.facts.rpath, Via.RPATH))
+                chain = None if chain.loader is None else self.state.objects[chain.loader]
+        dirs.extend(self._ld_library_path)
+        if requester is not None and requester.facts.runpath is not None:
+            dirs.extend(path_of(requester, requester.facts.runpath, Via.RUNPATH))
+        return dirs
+
+    def _try(self, path: str, via: Via, owner: str | None, wanted: ElfFacts | None,
+             tried: list[Candidate]) -> tuple[str, str, ElfFacts] | str | None:
+        """Open one candidate. Returns (path, real, facts), an error string, or None to go on."""
+        directory, name = posixpath.split(path)
+        found = self.rootfs.find_file(directory or "/", name)
+        if found is None:
+            tried.append(Candidate(via=via, path=path, outcome=Outcome.ABSENT, owner=owner))
+            return None
+        if not found.ok or found.real is None:
+            tried.append(Candidate(via=via, path=path, outcome=Outcome.BROKEN, owner=owner,
+                                   detail=found.problem))
+            return None
+        try:
+            facts = read_facts(self.rootfs, found.real, self.facts_cache)
+        except InvalidElf as err:
+            tried.append(Candidate(via=via, path=path, outcome=Outcome.NOT_ELF, owner=owner,
+                                   detail=str(err)))
+            return f"{path}: invalid ELF header ({err})"
+        machine = wanted.machine if wanted else self.platform.machine
+        elf_class = wanted.elf_class if wanted else self.platform.elf_class
+        if facts.elf_class != elf_class:
+            tried.append(Candidate(via=via, path=path, outcome=Outcome.WRONG_CLASS, owner=owner,
+                                   detail=f"ELF{32 * int(facts.elf_class)}"))
+            return None
+        if facts.machine != machine:
+            tried.append(Candidate(via=via, path=path, outcome=Outcome.WRONG_MACHINE, owner=owner,
+                                   detail=facts.machine_name))
+            return None
+        tried.append(Candidate(via=via, path=path, outcome=Outcome.FOUND, owner=owner))
+        return path, found.real, facts
+
+    def _locate(self, name: str, requester: LoadedObject | None
+                ) -> tuple[tuple[str, str, ElfFacts] | None, list[Candidate], str | None]:
+        tried: list[Candidate] = []
+        wanted = requester.facts if requester else None
+        if "/" in name:
+            result = self._try(name, Via.PATH, None, wanted, tried)
+            if isinstance(result, str):
+                return None, tried, result
+            return result, tried, None
+        for entry in self._search_dirs(requester):
+            directory = entry.directory
+            if not directory.startswith("/"):
+                # A relative directory is relative to the process's working directory, which
+                # the root does not record: it is tried and reported, but never matches.
+                tried.append(Candidate(via=entry.via, path=posixpath.join(directory, name),
+                                       outcome=Outcome.ABSENT, owner=entry.owner,
+                                       detail="relative to the working directory"))
+                continue
+            result = self._try(posixpath.join(directory, name), entry.via, entry.owner, wanted, tried)
+            if isinstance(result, str):
+                return None, tried, result
+            if result is not None:
+                return result, tried, None
+        nodeflib = requester is not None and requester.facts.nodeflib
+        if not nodeflib:
+            cached = self.find_in_cache(name) if self.find_in_cache else None
+            if cached is None:
+                tried.append(Candidate(via=Via.LD_SO_CACHE, path=name, outcome=Outcome.ABSENT,
+                                       detail="no entry"))
+            else:
+                result = self._try(cached, Via.LD_SO_CACHE, None, wanted, tried)
+                if isinstance(result, str):
+                    return None, tried, result
+                if result is not None:
+                    return result, tried, None
+            for directory in self.platform.system_dirs:
+                result = self._try(posixpath.join(directory, name), Via.DEFAULT, None, wanted, tried)
+                if isinstance(result, str):
+                    return None, tried, result
+                if result is not None:
+                    return result, tried, None
+        return None, tried, None
+
+    def _map(self, name: str, requester: LoadedObject | None, phase: str,
+             state: _State) -> LoadedObject | None:
+        """Resolve one name for `requester`, loading it if new. Appends the Request."""
+        loaded = self.find_loaded(name)
+        if loaded is not None:
+            if name not in loaded.names:
+                state.objects[loaded.index] = _with_name(loaded, name)
+            state.requests.append(Request(
+                requester=None if requester is None else requester.index, name=name,
+                target=loaded.index, reused=True, candidates=(), phase=phase))
+            return None
+        found, tried, error = self._locate(name, requester)
+        target: int | None = None
+        new: LoadedObject | None = None
+        if found is not None:
+            path, real, facts = found
+            same_file = next((o for o in state.objects
+                              if o.real == real and o.index not in state.unloaded), None)
+            if same_file is not None:
+                target = same_file.index
+                state.objects[same_file.index] = _with_name(same_file, name)
+            else:
+                new = LoadedObject(
+                    index=len(state.objects), path=path, real=real, facts=facts,
+                    loader=None if requester is None else requester.index,
+                    names=(name,), phase=phase)
+                state.objects.append(new)
+                target = new.index
+        state.requests.append(Request(
+            requester=None if requester is None else requester.index, name=name,
+            target=target, reused=found is not None and new is None, candidates=tuple(tried),
+            error=error, phase=phase))
+        return new
+
+    def dlopen(self, name: str, *, phase: str = "import", requester: int | None = None,
+               keep_on_failure: bool = False) -> bool:
+        """Load `name` and its dependencies breadth-first; True when everything loaded.
+
+        `requester` is the object that calls dlopen (its search path applies). A failed load is
+        rolled back unless `keep_on_failure`, but its requests and version problems are kept.
+        """
+        state = self.state
+        first_object = len(state.objects)
+        first_request = len(state.requests)
+        first_version = len(state.versions)
+        caller = None if requester is None else state.objects[requester]
+        if self._map(name, caller, phase, state) is None and (
+            state.requests[-1].target is None
+        ):
+            self.failures.append((phase, name))
+            return False
+        queue = list(range(first_object, len(state.objects)))
+        while queue:
+            obj = state.objects[queue.pop(0)]
+            for needed in obj.facts.needed:
+                new = self._map(needed, obj, phase, state)
+                if new is not None:
+                    queue.append(new.index)
+        self._check_versions(range(first_object, len(state.objects)), phase)
+        failed = any(r.target is None for r in state.requests[first_request:]) or any(
+            v.fatal for v in state.versions[first_version:])
+        if failed:
+            self.failures.append((phase, name))
+            if not keep_on_failure:
+                state.unloaded.update(range(first_object, len(state.objects)))
+        return not failed
+
+    def _check_versions(self, new: range, phase: str) -> None:
+        for index in new:
+            obj = self.state.objects[index]
+            for need in obj.facts.version_needs:
+                provider = self.find_loaded(need.file)
+                if provider is None:
+                    continue  # the dependency itself is missing; reported as such
+                defs = provider.facts.version_defs
+                if need.name in defs or need.name == provider.facts.soname:
+                    continue
+                if need.weak and defs:
+                    continue
+                self.state.versions.append(VersionProblem(
+                    requester=index, provider=provider.index, file=need.file,
+                    version=need.name, weak=need.weak, phase=phase, fatal=bool(defs)))
+
+
+def _with_name(obj: LoadedObject, name: str) -> LoadedObject:
+    if name in obj.names:
+        return obj
+    return LoadedObject(index=obj.index, path=obj.path, real=obj.real, facts=obj.facts,
+                        loader=obj.loader, names=(*obj.names, name), phase=obj.phase)

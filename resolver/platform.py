@@ -1,0 +1,251 @@
+"""Facts about the target machine that the loader emulation and the findings depend on.
+
+`read_platform` reads them through a `RootFS` (live `/` or a directory): the architecture (from
+the root's C library), its glibc, multiarch layout, L4T/JetPack release, OS, CUDA, cuDNN and
+Python versions. What the filesystem cannot tell (the GPU of a live machine) comes in as an
+argument; detecting the live host is the CLI's business. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from resolver.elf.facts import ElfClass, Machine
+
+if TYPE_CHECKING:
+    from resolver.elf.facts import ElfFacts
+    from resolver.rootfs import RootFS
+
+__all__ = [
+    "JETPACK_BY_L4T",
+    "Platform",
+    "jetpack_for_l4t",
+    "parse_cudnn_header",
+    "parse_nv_tegra_release",
+    "parse_os_release",
+    "read_platform",
+]
+
+# Debian/Ubuntu multiarch triplets and the glibc $PLATFORM string per e_machine.
+_TRIPLETS = {
+    Machine.X86_64: "x86_64-linux-gnu",
+    Machine.AARCH64: "aarch64-linux-gnu",
+    Machine.I386: "i386-linux-gnu",
+    Machine.PPC64: "powerpc64le-linux-gnu",
+    Machine.S390: "s390x-linux-gnu",
+    Machine.RISCV: "riscv64-linux-gnu",
+}
+_PLATFORM_NAMES = {
+    Machine.X86_64: "x86_64",
+    Machine.AARCH64: "aarch64",
+    Machine.I386: "i686",
+    Machine.PPC64: "ppc64le",
+    Machine.S390: "s390x",
+    Machine.RISCV: "riscv64",
+}
+
+# L4T release -> JetPack (NVIDIA's JetPack archive pages; FACTS.md).
+JETPACK_BY_L4T = {
+    "36.2": "6.0 DP",
+    "36.3": "6.0",
+    "36.4": "6.1",
+    "36.4.3": "6.2",
+    "36.4.4": "6.2.1",
+    "38.2": "7.0",
+    "38.4": "7.1",
+}
+# The GPU each Jetson generation carries, by L4T major (Orin sm_87, Thor sm_110 under CUDA 13).
+_GPU_BY_L4T_MAJOR = {"35": 87, "36": 87, "38": 110}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Platform:
+    """What is known about one target machine; None where the root does not say."""
+
+    machine: int
+    elf_class: ElfClass
+    multiarch: str | None  # "aarch64-linux-gnu" on Debian-style roots
+    system_dirs: tuple[str, ...]  # the loader's default directories, in order
+    lib_token: str  # what $LIB expands to
+    platform_token: str  # what $PLATFORM expands to
+    glibc: str | None = None
+    os_id: str | None = None
+    os_version: str | None = None
+    l4t: str | None = None
+    jetpack: str | None = None
+    cuda: str | None = None
+    cuda_flavour: str | None = None  # "sbsa" or "tegra" (aarch64-linux) when the toolkit says
+    cudnn: str | None = None
+    python: str | None = None
+    gpu_arch: int | None = None  # sm_XY as 10*X+Y
+
+    @property
+    def arch(self) -> str:
+        """The architecture name used in wheel tags (`x86_64`, `aarch64`)."""
+        return self.platform_token
+
+
+def parse_nv_tegra_release(text: str) -> str | None:
+    """`# R38 (release), REVISION: 2.0, ...` -> `38.2.0`."""
+    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
+def jetpack_for_l4t(l4t: str) -> str | None:
+    """The JetPack release of an L4T release, most specific match first."""
+    parts = l4t.split(".")
+    for length in (3, 2):
+        found = JETPACK_BY_L4T.get(".".join(parts[:length]))
+        if found:
+            return found
+    return None
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """KEY=value lines of os-release(5), quotes removed."""
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            values[key.strip()] = value.strip().strip("\"'")
+    return values
+
+
+def parse_cudnn_header(text: str) -> str | None:
+    """CUDNN_MAJOR/MINOR/PATCHLEVEL from cudnn_version.h -> `9.12.0`."""
+    found = dict(re.findall(r"#define\s+CUDNN_(MAJOR|MINOR|PATCHLEVEL)\s+(\d+)", text))
+    if "MAJOR" not in found or "MINOR" not in found:
+        return None
+    return f"{found['MAJOR']}.{found['MINOR']}.{found.get('PATCHLEVEL', '0')}"
+
+
+def _glibc_of(facts: ElfFacts) -> str | None:
+    versions = [
+        tuple(int(p) for p in name.removeprefix("GLIBC_").split("."))
+        for name in facts.version_defs
+        if re.fullmatch(r"GLIBC_\d+(\.\d+)+", name)
+    ]
+    return ".".join(str(p) for p in max(versions)) if versions else None
+
+
+def _read_libc(rootfs: RootFS, machine_hint: int | None) -> tuple[ElfFacts | None, str | None]:
+    from resolver.elf.reader import read_elf_facts  # noqa: PLC0415
+    from resolver.errors import InvalidElf  # noqa: PLC0415
+
+    order = sorted(_TRIPLETS, key=lambda m: m != machine_hint)
+    candidates = [(f"/lib/{_TRIPLETS[m]}", _TRIPLETS[m]) for m in order]
+    candidates += [(f"/usr/lib/{_TRIPLETS[m]}", _TRIPLETS[m]) for m in order]
+    candidates += [("/lib64", None), ("/usr/lib64", None), ("/lib", None), ("/usr/lib", None)]
+    for directory, triplet in candidates:
+        found = rootfs.find_file(directory, "libc.so.6")
+        if found is None or not found.ok or found.real is None:
+            continue
+        stream, size = rootfs.open(found.real)
+        with stream:
+            try:
+                return read_elf_facts(stream, origin=rootfs.host_label(found.real), size=size), triplet
+            except InvalidElf:
+                continue
+    return None, None
+
+
+def _read_cuda(rootfs: RootFS) -> tuple[str | None, str | None]:
+    names = ["cuda", *sorted((n for n in rootfs.list_dir("/usr/local") if n.startswith("cuda-")),
+                             reverse=True)]
+    for name in names:
+        text = rootfs.read_text(f"/usr/local/{name}/version.json")
+        if text is None:
+            continue
+        try:
+            version = json.loads(text)["cuda"]["version"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        targets = rootfs.list_dir(f"/usr/local/{name}/targets")
+        flavour = ("sbsa" if "sbsa-linux" in targets
+                   else "tegra" if "aarch64-linux" in targets else None)
+        return str(version), flavour
+    return None, None
+
+
+def _read_cudnn(rootfs: RootFS, triplet: str | None) -> str | None:
+    headers = ["/usr/include/cudnn_version.h"]
+    if triplet:
+        headers.insert(0, f"/usr/include/{triplet}/cudnn_version.h")
+    headers += [f"/usr/include/{n}" for n in sorted(rootfs.list_dir("/usr/include"))
+                if n.startswith("cudnn_version_v")]
+    for header in headers:
+        text = rootfs.read_text(header)
+        version = parse_cudnn_header(text) if text else None
+        if version:
+            return version
+    for directory in ([f"/usr/lib/{triplet}"] if triplet else []) + ["/usr/lib64", "/usr/lib"]:
+        for name in sorted(rootfs.list_dir(directory)):
+            match = re.fullmatch(r"libcudnn\.so\.(\d+\.\d+\.\d+)", name)
+            if match:
+                return match.group(1)
+    return None
+
+
+def _read_python(rootfs: RootFS) -> str | None:
+    target = rootfs.resolve("/usr/bin/python3")
+    if target.real:
+        match = re.search(r"python(\d+\.\d+)$", target.real)
+        if match:
+            return match.group(1)
+    return None
+
+
+def read_platform(
+    rootfs: RootFS,
+    *,
+    machine_hint: int | None = None,
+    gpu_arch: int | None = None,
+    python: str | None = None,
+) -> Platform:
+    """Read the platform facts of a root.
+
+    `machine_hint` is the e_machine to assume when the root holds no C library (a bare
+    directory); `gpu_arch` and `python` override what the root says.
+    """
+    libc, triplet = _read_libc(rootfs, machine_hint)
+    machine = libc.machine if libc else (machine_hint or Machine.X86_64)
+    elf_class = libc.elf_class if libc else ElfClass.ELF64
+    if triplet is None and machine in _TRIPLETS and rootfs.list_dir(f"/usr/lib/{_TRIPLETS[Machine(machine)]}"):
+        triplet = _TRIPLETS[Machine(machine)]
+    if triplet:
+        # Debian's glibc: slibdir and libdir are multiarch; /lib and /usr/lib follow.
+        system_dirs: tuple[str, ...] = (f"/lib/{triplet}", f"/usr/lib/{triplet}", "/lib", "/usr/lib")
+        lib_token = f"lib/{triplet}"
+    elif elf_class is ElfClass.ELF64 and machine != Machine.AARCH64:
+        system_dirs, lib_token = ("/lib64", "/usr/lib64"), "lib64"
+    else:
+        system_dirs = ("/lib64", "/usr/lib64") if elf_class is ElfClass.ELF64 else ("/lib", "/usr/lib")
+        lib_token = "lib64" if elf_class is ElfClass.ELF64 else "lib"
+    os_release = parse_os_release(rootfs.read_text("/etc/os-release") or "")
+    tegra = rootfs.read_text("/etc/nv_tegra_release")
+    l4t = parse_nv_tegra_release(tegra) if tegra else None
+    cuda, flavour = _read_cuda(rootfs)
+    if gpu_arch is None and l4t:
+        gpu_arch = _GPU_BY_L4T_MAJOR.get(l4t.split(".")[0])
+    return Platform(
+        machine=machine,
+        elf_class=elf_class,
+        multiarch=triplet,
+        system_dirs=system_dirs,
+        lib_token=lib_token,
+        platform_token=_PLATFORM_NAMES.get(Machine(machine), "unknown")
+        if machine in _PLATFORM_NAMES else "unknown",
+        glibc=_glibc_of(libc) if libc else None,
+        os_id=os_release.get("ID"),
+        os_version=os_release.get("VERSION_ID"),
+        l4t=l4t,
+        jetpack=jetpack_for_l4t(l4t) if l4t else None,
+        cuda=cuda,
+        cuda_flavour=flavour,
+        cudnn=_read_cudnn(rootfs, triplet),
+        python=python or _read_python(rootfs),
+        gpu_arch=gpu_arch,
+    )

@@ -1,0 +1,372 @@
+"""The target machine's filesystem as the loader sees it: a live `/` or a directory holding a root.
+
+Every path is resolved component by component *inside* the root, the way a chroot would: an
+absolute symlink target starts again at the root, and `..` never climbs above it. Symlink loops
+and dangling links come back as a `Resolved` with a `problem`, not as exceptions. Directories
+that are not in the root (a `--site-packages` elsewhere on the host, the inside of a wheel) are
+mounted at a path of the root's namespace, so the loader emulation sees one tree.
+
+This module reads; it never writes. It knows nothing of the loader's rules (`resolver.loader`).
+Directory listings are cached for the life of the object, which lives for one diagnose.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import os
+import posixpath
+import stat
+import zipfile
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+from resolver.errors import InvalidWheel, RootFsError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from pathlib import Path
+
+__all__ = ["DirMount", "Entry", "EntryKind", "Mount", "Resolved", "RootFS", "ZipMount"]
+
+# Linux follows at most 40 symlinks in one lookup (include/linux/namei.h MAXSYMLINKS).
+_MAX_SYMLINKS = 40
+
+
+class EntryKind:
+    """What a directory entry is, without following it."""
+
+    FILE = "file"
+    DIR = "dir"
+    LINK = "link"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One directory entry: its kind and, for a file, where its bytes are."""
+
+    kind: str
+    size: int = 0
+
+
+class Mount(Protocol):
+    """Something that holds a directory tree: a host directory or a zip archive."""
+
+    label: str
+
+    def list_dir(self, rel: str) -> Mapping[str, Entry] | None:
+        """Entries of directory `rel` ('' is the top), or None when it is not a directory."""
+        ...
+
+    def read_link(self, rel: str) -> str:
+        """The target of symlink `rel`."""
+        ...
+
+    def open(self, rel: str) -> tuple[BinaryIO, int]:
+        """An open binary stream of file `rel` and its size."""
+        ...
+
+    def identity(self, rel: str) -> tuple[object, ...]:
+        """What changes when the file does (cache key): size, mtime, inode or CRC."""
+        ...
+
+    def host_path(self, rel: str) -> str | None:
+        """The host path of `rel`, when there is one."""
+        ...
+
+
+class DirMount:
+    """A host directory."""
+
+    def __init__(self, top: Path | str) -> None:
+        self.top = os.fspath(top)
+        self.label = self.top
+
+    def _host(self, rel: str) -> str:
+        return os.path.join(self.top, rel) if rel else self.top
+
+    def list_dir(self, rel: str) -> Mapping[str, Entry] | None:
+        try:
+            with os.scandir(self._host(rel)) as it:
+                listing: dict[str, Entry] = {}
+                for item in it:
+                    if item.is_symlink():
+                        listing[item.name] = Entry(EntryKind.LINK)
+                    elif item.is_dir(follow_symlinks=False):
+                        listing[item.name] = Entry(EntryKind.DIR)
+                    elif item.is_file(follow_symlinks=False):
+                        listing[item.name] = Entry(EntryKind.FILE)
+                    else:
+                        listing[item.name] = Entry(EntryKind.OTHER)
+                return listing
+        except (NotADirectoryError, FileNotFoundError):
+            return None
+        except OSError as err:
+            raise RootFsError(f"{self._host(rel)}: cannot list directory: {err.strerror}") from err
+
+    def read_link(self, rel: str) -> str:
+        return os.readlink(self._host(rel))
+
+    def open(self, rel: str) -> tuple[BinaryIO, int]:
+        handle = open(self._host(rel), "rb")  # noqa: SIM115 - the caller closes it
+        return handle, os.fstat(handle.fileno()).st_size
+
+    def identity(self, rel: str) -> tuple[object, ...]:
+        info = os.stat(self._host(rel))
+        return (self._host(rel), info.st_size, info.st_mtime_ns, info.st_ino)
+
+    def host_path(self, rel: str) -> str | None:
+        return self._host(rel)
+
+
+class ZipMount:
+    """The inside of a zip archive (a wheel), read without extracting it to disk.
+
+    Members are decompressed into memory when opened; directories are implied by member names.
+    A member whose name is absolute or climbs out with `..` makes the archive invalid.
+    """
+
+    def __init__(self, archive: Path | str) -> None:
+        self.archive = os.fspath(archive)
+        self.label = self.archive
+        try:
+            self._zip = zipfile.ZipFile(self.archive)  # noqa: SIM115 - lives with the mount
+        except (zipfile.BadZipFile, OSError, ValueError) as err:
+            raise InvalidWheel(f"{self.archive}: not a readable zip archive: {err}") from err
+        info = os.stat(self.archive)
+        self._stamp = (self.archive, info.st_size, info.st_mtime_ns, info.st_ino)
+        self._dirs: dict[str, dict[str, Entry]] = {"": {}}
+        self._members: dict[str, zipfile.ZipInfo] = {}
+        for member in self._zip.infolist():
+            name = member.filename
+            parts = name.rstrip("/").split("/")
+            if name.startswith("/") or ".." in parts or "\\" in name or "" in parts[:-1]:
+                raise InvalidWheel(f"{self.archive}: member {name!r} escapes the archive's folder")
+            for depth in range(1, len(parts)):
+                parent, child = "/".join(parts[: depth - 1]), parts[depth - 1]
+                self._dirs.setdefault(parent, {})[child] = Entry(EntryKind.DIR)
+                self._dirs.setdefault("/".join(parts[:depth]), {})
+            if not name.endswith("/"):
+                self._members[name] = member
+                parent = "/".join(parts[:-1])
+                self._dirs.setdefault(parent, {})[parts[-1]] = Entry(EntryKind.FILE, member.file_size)
+
+    def list_dir(self, rel: str) -> Mapping[str, Entry] | None:
+        return self._dirs.get(rel)
+
+    def read_link(self, rel: str) -> str:
+        raise RootFsError(f"{self.archive}: {rel} is not a symlink")
+
+    def member_names(self) -> Iterator[str]:
+        """Every file member, in archive order."""
+        return iter(self._members)
+
+    def open(self, rel: str) -> tuple[BinaryIO, int]:
+        member = self._members[rel]
+        try:
+            data = self._zip.read(member)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+            raise InvalidWheel(f"{self.archive}: cannot read member {rel}: {err}") from err
+        return io.BytesIO(data), len(data)
+
+    def identity(self, rel: str) -> tuple[object, ...]:
+        member = self._members[rel]
+        return (*self._stamp, rel, member.CRC, member.file_size)
+
+    def host_path(self, rel: str) -> str | None:  # noqa: ARG002 - members have no host path
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Where a path of the root leads: the final path in the root's namespace, or a problem."""
+
+    path: str  # the path as asked
+    real: str | None  # the path with every symlink resolved, inside the root
+    problem: str | None = None  # "dangling symlink", "symlink loop", "not a regular file"
+
+    @property
+    def ok(self) -> bool:
+        """True when `real` names a regular file or directory."""
+        return self.problem is None and self.real is not None
+
+
+class RootFS:
+    """A root filesystem with optional extra mounts, read strictly inside itself."""
+
+    def __init__(self, root: Path | str, *, mounts: Mapping[str, Mount] | None = None) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        if not os.path.isdir(self.root):
+            raise RootFsError(f"{self.root}: root is not a directory")
+        self.live = self.root == "/"
+        self._mounts: dict[str, Mount] = {"/": DirMount(self.root)}
+        for at, mount in (mounts or {}).items():
+            self._mounts[posixpath.normpath("/" + at.lstrip("/"))] = mount
+        # Longest prefix first, so a mount inside a mount wins.
+        self._order = sorted(self._mounts, key=len, reverse=True)
+        self._listings: dict[str, Mapping[str, Entry] | None] = {}
+        self._resolved: dict[str, Resolved] = {}
+
+    def _mount_of(self, path: str) -> tuple[Mount, str]:
+        for prefix in self._order:
+            if path == prefix or prefix == "/" or path.startswith(prefix + "/"):
+                return self._mounts[prefix], path[len(prefix):].lstrip("/")
+        raise AssertionError(path)  # "/" always matches
+
+    def _listing(self, real_dir: str) -> Mapping[str, Entry] | None:
+        if real_dir not in self._listings:
+            mount, rel = self._mount_of(real_dir)
+            listing = mount.list_dir(rel)
+            if listing is not None:
+                # A mount point shows up in its parent even when the parent does not hold it.
+                extra = {
+                    posixpath.basename(at): Entry(EntryKind.DIR)
+                    for at in self._mounts
+                    if at != "/" and posixpath.dirname(at) == real_dir
+                }
+                listing = {**listing, **extra} if extra else listing
+            elif any(at.startswith(real_dir.rstrip("/") + "/") for at in self._mounts):
+                listing = {
+                    at[len(real_dir.rstrip("/")) + 1:].split("/")[0]: Entry(EntryKind.DIR)
+                    for at in self._mounts
+                    if at.startswith(real_dir.rstrip("/") + "/")
+                }
+            self._listings[real_dir] = listing
+        return self._listings[real_dir]
+
+    def resolve(self, path: str) -> Resolved:
+        """Resolve `path` (absolute, in the root's namespace) through symlinks, inside the root."""
+        path = "/" + path.lstrip("/")
+        cached = self._resolved.get(path)
+        if cached is None:
+            cached = self._resolve(path)
+            self._resolved[path] = cached
+        return cached
+
+    def _resolve(self, path: str) -> Resolved:
+        pending = [part for part in path.split("/") if part]
+        pending.reverse()
+        current = "/"
+        hops = 0
+        while pending:
+            part = pending.pop()
+            if part == ".":
+                continue
+            if part == "..":
+                current = posixpath.dirname(current)
+                continue
+            listing = self._listing(current)
+            if listing is None:
+                return Resolved(path, None, f"{current} is not a directory")
+            entry = listing.get(part)
+            child = posixpath.join(current, part)
+            if entry is None:
+                return Resolved(path, None, None)
+            if entry.kind == EntryKind.LINK:
+                hops += 1
+                if hops > _MAX_SYMLINKS:
+                    return Resolved(path, None, f"symlink loop at {child}")
+                mount, rel = self._mount_of(child)
+                target = mount.read_link(rel)
+                if target.startswith("/"):
+                    current = "/"
+                pending.extend(reversed([p for p in target.split("/") if p]))
+                if not pending and target.startswith("/"):
+                    current = "/"
+                continue
+            if pending and entry.kind != EntryKind.DIR:
+                return Resolved(path, None, f"{child} is not a directory")
+            current = child
+        return Resolved(path, current)
+
+    def find_file(self, directory: str, name: str) -> Resolved | None:
+        """Look `name` up in `directory` the way open() would.
+
+        Returns None when nothing by that name exists (no entry at all); a `Resolved` with a
+        problem when an entry exists but does not lead to a regular file (dangling link, loop).
+        """
+        base = self.resolve(directory)
+        if not base.ok:
+            return None
+        assert base.real is not None
+        listing = self._listing(base.real)
+        if listing is None or name not in listing:
+            return None
+        found = self.resolve(posixpath.join(base.real, name))
+        if found.ok:
+            assert found.real is not None
+            kind = self.kind_of(found.real)
+            if kind != EntryKind.FILE:
+                return Resolved(found.path, found.real, f"{found.real} is not a regular file")
+        elif found.problem is None:
+            return Resolved(found.path, None, "dangling symlink")
+        return found
+
+    def kind_of(self, real: str) -> str | None:
+        """Kind of an already resolved path, or None when it does not exist."""
+        if real == "/":
+            return EntryKind.DIR
+        listing = self._listing(posixpath.dirname(real))
+        entry = None if listing is None else listing.get(posixpath.basename(real))
+        return None if entry is None else entry.kind
+
+    def list_dir(self, directory: str) -> Mapping[str, Entry]:
+        """Entries of a directory of the root (after resolving it); empty when there is none."""
+        base = self.resolve(directory)
+        if not base.ok or base.real is None:
+            return {}
+        return self._listing(base.real) or {}
+
+    def glob(self, pattern: str) -> list[str]:
+        """Expand a glob whose wildcards are in its last component, sorted, inside the root."""
+        directory, name = posixpath.split("/" + pattern.lstrip("/"))
+        if any(ch in directory for ch in "*?["):
+            raise RootFsError(f"{pattern}: wildcards are supported in the last component only")
+        listing = self.list_dir(directory)
+        return sorted(posixpath.join(directory, n) for n in listing if fnmatch.fnmatchcase(n, name))
+
+    def open(self, real: str) -> tuple[BinaryIO, int]:
+        """Open a resolved regular file for reading.
+
+        Raises:
+            RootFsError: the file cannot be opened.
+        """
+        mount, rel = self._mount_of(real)
+        try:
+            return mount.open(rel)
+        except OSError as err:
+            raise RootFsError(f"{self.host_label(real)}: cannot open: {err.strerror}") from err
+
+    def identity(self, real: str) -> tuple[object, ...]:
+        """A cache key for a resolved file: changes whenever its bytes may have."""
+        mount, rel = self._mount_of(real)
+        return mount.identity(rel)
+
+    def host_label(self, real: str) -> str:
+        """How to name a path of the root to a person: its host path, or archive!member."""
+        mount, rel = self._mount_of(real)
+        host = mount.host_path(rel)
+        return host if host is not None else f"{mount.label}!{rel}"
+
+    def read_bytes(self, path: str) -> bytes | None:
+        """Bytes of a file of the root, or None when there is no such regular file."""
+        found = self.resolve(path)
+        if not found.ok or found.real is None or self.kind_of(found.real) != EntryKind.FILE:
+            return None
+        stream, _ = self.open(found.real)
+        with stream:
+            return stream.read()
+
+    def read_text(self, path: str) -> str | None:
+        """Text of a file of the root (UTF-8, undecodable bytes kept), or None when absent."""
+        data = self.read_bytes(path)
+        return None if data is None else data.decode("utf-8", "surrogateescape")
+
+    def is_regular_host_file(self, real: str) -> bool:
+        """True when a resolved path is a regular file (used for sanity checks)."""
+        host = self.host_label(real)
+        try:
+            return stat.S_ISREG(os.stat(host).st_mode)
+        except OSError:
+            return False

@@ -1,0 +1,93 @@
+"""Whether a wheel's tags fit the target: platform, glibc and Python ABI (via `packaging.tags`).
+
+The target's supported tags are built from its platform facts, not from the running host:
+`manylinux_2_X_<arch>` for every X up to the target's glibc (and the legacy aliases), `linux_<arch>`
+and CPython tags for the target's Python. Reading the tags of a wheel (its file name, or the
+`Tag:` lines of an installed dist-info's WHEEL file) is the caller's job.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from resolver.findings import Finding, FindingKind, Severity
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from resolver.platform import Platform
+
+__all__ = ["parse_wheel_file_tags", "parse_wheel_metadata_tags", "wheel_tag_findings"]
+
+# Legacy manylinux names and the glibc they stand for (PEP 600).
+_LEGACY = {(2, 17): "manylinux2014", (2, 12): "manylinux2010", (2, 5): "manylinux1"}
+
+
+def parse_wheel_file_tags(filename: str) -> tuple[str, ...]:
+    """Tags of a wheel from its file name.
+
+    Raises:
+        ValueError: the name is not a valid wheel file name.
+    """
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename  # noqa: PLC0415
+
+    try:
+        _, _, _, tags = parse_wheel_filename(filename)
+    except InvalidWheelFilename as err:
+        raise ValueError(str(err)) from err
+    return tuple(sorted(str(tag) for tag in tags))
+
+
+def parse_wheel_metadata_tags(text: str) -> tuple[str, ...]:
+    """Tags from the `Tag:` lines of a dist-info WHEEL file."""
+    from packaging.tags import parse_tag  # noqa: PLC0415
+
+    tags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("Tag:"):
+            tags.update(str(tag) for tag in parse_tag(line.split(":", 1)[1].strip()))
+    return tuple(sorted(tags))
+
+
+def _platform_tags(platform: Platform) -> list[str]:
+    arch = platform.arch
+    tags: list[str] = []
+    if platform.glibc:
+        major, minor = (int(p) for p in platform.glibc.split(".")[:2])
+        for glibc_minor in range(minor, -1, -1):
+            tags.append(f"manylinux_{major}_{glibc_minor}_{arch}")
+            legacy = _LEGACY.get((major, glibc_minor))
+            if legacy:
+                tags.append(f"{legacy}_{arch}")
+    tags.append(f"linux_{arch}")
+    return tags
+
+
+def wheel_tag_findings(tags: Iterable[str], platform: Platform, *, subject: str) -> tuple[Finding, ...]:
+    """A `WheelTagMismatch` when none of the wheel's tags is supported by the target."""
+    from packaging.tags import Tag, compatible_tags, cpython_tags  # noqa: PLC0415
+
+    wanted = set(tags)
+    if not wanted or platform.python is None:
+        return ()
+    major, minor = (int(p) for p in platform.python.split(".")[:2])
+    platforms = _platform_tags(platform)
+    supported: set[Tag] = set(cpython_tags((major, minor), platforms=platforms))
+    supported.update(compatible_tags((major, minor), platforms=platforms))
+    if any(str(tag) in wanted for tag in supported):
+        return ()
+    why = []
+    wheel_platforms = {t.rsplit("-", 1)[-1] for t in wanted}
+    if not any(p.endswith(platform.arch) or p == "any" for p in wheel_platforms):
+        why.append(f"built for {', '.join(sorted(wheel_platforms))}, the target is {platform.arch}")
+    elif not any(p in platforms or p == "any" for p in wheel_platforms):
+        why.append(f"needs a newer glibc than the target's {platform.glibc}")
+    interpreters = {t.split("-", 1)[0] for t in wanted}
+    if f"cp{major}{minor}" not in interpreters and not any(i.startswith("py") for i in interpreters):
+        why.append(f"built for {', '.join(sorted(interpreters))}, the target runs Python "
+                   f"{platform.python}")
+    return (Finding(
+        kind=FindingKind.WHEEL_TAG_MISMATCH, severity=Severity.BLOCKS_IMPORT,
+        subject=subject,
+        message=f"{subject}: no tag fits the target ({'; '.join(why) or ', '.join(sorted(wanted))})",
+        phases=("install",)),)
