@@ -41,10 +41,13 @@ __all__ = ["Diagnosis", "LoaderConfig", "diagnose", "read_loader_config"]
 
 # Where a library that is on no search path tends to sit on a Jetson or a CUDA machine.
 _ELSEWHERE_DIRS = ("/usr/local", "/opt", "/usr/lib")
-_ELSEWHERE_DEPTH = 5
-_SKIP_DIRS = frozenset({"include", "share", "doc", "man", "src", "__pycache__", "bin", "sbin",
-                        "python3", "cmake", "pkgconfig", "locale", "firmware", "modules",
-                        "debug", "perl", "perl5", "gcc", "udev", "systemd", "jvm"})
+_ELSEWHERE_DEPTH = 6
+# Below the first level, only directories whose names say they may hold libraries are entered,
+# so a live root's /usr/lib costs a few dozen listings, not thousands.
+_LIBRARY_DIR = re.compile(
+    r"lib|lib32|lib64|.*-linux(-gnu)?|nvidia|cuda.*|targets|cu\d+|\d+(\.\d+)*|cudnn|cudss|"
+    r"nccl|nvshmem|cusparselt|libcusparseLt|libcudss|nvpl|tensorrt|tegra.*|site-packages|"
+    r"dist-packages|python3(\.\d+)?|local|torch")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,7 +132,8 @@ class _Elsewhere:
                 path = posixpath.join(directory, name)
                 if ".so" in name:
                     index.setdefault(name, []).append(path)
-                elif entry.kind == "dir" and depth < _ELSEWHERE_DEPTH and name not in _SKIP_DIRS:
+                elif (entry.kind != "file" and depth < _ELSEWHERE_DEPTH
+                      and (depth == 0 or _LIBRARY_DIR.fullmatch(name))):
                     stack.append((path, depth + 1))
         return index
 

@@ -153,20 +153,38 @@ def _read_libc(rootfs: RootFS, machine_hint: int | None) -> tuple[ElfFacts | Non
 
 
 def _read_cuda(rootfs: RootFS) -> tuple[str | None, str | None]:
+    """CUDA toolkit version and flavour: version.json, else CUDART_VERSION, else the dir name."""
     names = ["cuda", *sorted((n for n in rootfs.list_dir("/usr/local") if n.startswith("cuda-")),
                              reverse=True)]
     for name in names:
-        text = rootfs.read_text(f"/usr/local/{name}/version.json")
-        if text is None:
+        top = f"/usr/local/{name}"
+        if not rootfs.list_dir(top):
             continue
-        try:
-            version = json.loads(text)["cuda"]["version"]
-        except (ValueError, KeyError, TypeError):
-            continue
-        targets = rootfs.list_dir(f"/usr/local/{name}/targets")
+        targets = rootfs.list_dir(f"{top}/targets")
         flavour = ("sbsa" if "sbsa-linux" in targets
                    else "tegra" if "aarch64-linux" in targets else None)
-        return str(version), flavour
+        version: str | None = None
+        text = rootfs.read_text(f"{top}/version.json")
+        if text is not None:
+            try:
+                version = str(json.loads(text)["cuda"]["version"])
+            except (ValueError, KeyError, TypeError):
+                version = None
+        if version is None:
+            headers = [f"{top}/include/cuda_runtime_api.h",
+                       *(f"{top}/targets/{t}/include/cuda_runtime_api.h" for t in sorted(targets))]
+            for header in headers:
+                match = re.search(r"#define\s+CUDART_VERSION\s+(\d+)", rootfs.read_text(header) or "")
+                if match:
+                    number = int(match.group(1))
+                    version = f"{number // 1000}.{number % 1000 // 10}"
+                    break
+        if version is None:
+            real = rootfs.resolve(top).real or top
+            match = re.search(r"cuda-(\d+\.\d+)$", real)
+            version = match.group(1) if match else None
+        if version is not None:
+            return version, flavour
     return None, None
 
 

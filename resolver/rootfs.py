@@ -17,7 +17,10 @@ import io
 import os
 import posixpath
 import stat
+import struct
 import zipfile
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -120,11 +123,18 @@ class DirMount:
         return self._host(rel)
 
 
+_FILE = Entry(EntryKind.FILE)
+_DIR = Entry(EntryKind.DIR)
+_LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")  # zip local file header, APPNOTE 4.3.7
+
+
 class ZipMount:
     """The inside of a zip archive (a wheel), read without extracting it to disk.
 
-    Members are decompressed into memory when opened; directories are implied by member names.
-    A member whose name is absolute or climbs out with `..` makes the archive invalid.
+    A member is inflated into memory when opened (deflate streams cannot be read from the
+    middle, and the section headers an ELF reader needs sit at the end). `prefetch` inflates
+    members on worker threads ahead of time; zlib releases the GIL, so big members inflate in
+    parallel. A member whose name is absolute or climbs out with `..` makes the archive invalid.
     """
 
     def __init__(self, archive: Path | str) -> None:
@@ -138,19 +148,28 @@ class ZipMount:
         self._stamp = (self.archive, info.st_size, info.st_mtime_ns, info.st_ino)
         self._dirs: dict[str, dict[str, Entry]] = {"": {}}
         self._members: dict[str, zipfile.ZipInfo] = {}
+        self._pending: dict[str, Future[bytes]] = {}
+        self._pool: ThreadPoolExecutor | None = None
         for member in self._zip.infolist():
             name = member.filename
-            parts = name.rstrip("/").split("/")
-            if name.startswith("/") or ".." in parts or "\\" in name or "" in parts[:-1]:
+            if name.startswith("/") or "\\" in name or (".." in name and ".." in name.split("/")):
                 raise InvalidWheel(f"{self.archive}: member {name!r} escapes the archive's folder")
-            for depth in range(1, len(parts)):
-                parent, child = "/".join(parts[: depth - 1]), parts[depth - 1]
-                self._dirs.setdefault(parent, {})[child] = Entry(EntryKind.DIR)
-                self._dirs.setdefault("/".join(parts[:depth]), {})
-            if not name.endswith("/"):
-                self._members[name] = member
-                parent = "/".join(parts[:-1])
-                self._dirs.setdefault(parent, {})[parts[-1]] = Entry(EntryKind.FILE, member.file_size)
+            if name.endswith("/"):
+                self._add_dir(name.rstrip("/"))
+                continue
+            parent, _, base = name.rpartition("/")
+            if not base or "//" in name:
+                raise InvalidWheel(f"{self.archive}: member {name!r} has an empty path component")
+            self._add_dir(parent)[base] = _FILE
+            self._members[name] = member
+
+    def _add_dir(self, rel: str) -> dict[str, Entry]:
+        listing = self._dirs.get(rel)
+        if listing is None:
+            listing = self._dirs[rel] = {}
+            parent, _, base = rel.rpartition("/")
+            self._add_dir(parent)[base] = _DIR
+        return listing
 
     def list_dir(self, rel: str) -> Mapping[str, Entry] | None:
         return self._dirs.get(rel)
@@ -162,12 +181,52 @@ class ZipMount:
         """Every file member, in archive order."""
         return iter(self._members)
 
-    def open(self, rel: str) -> tuple[BinaryIO, int]:
+    def _inflate(self, rel: str) -> bytes:
         member = self._members[rel]
         try:
-            data = self._zip.read(member)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+            with open(self.archive, "rb") as handle:
+                handle.seek(member.header_offset)
+                header = handle.read(_LOCAL_HEADER.size)
+                if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+                    raise InvalidWheel(f"{self.archive}: member {rel}: bad local header")
+                fields = _LOCAL_HEADER.unpack(header)
+                handle.seek(fields[-2] + fields[-1], os.SEEK_CUR)
+                raw = handle.read(member.compress_size)
+            if member.compress_type == zipfile.ZIP_STORED:
+                data = raw
+            elif member.compress_type == zipfile.ZIP_DEFLATED:
+                data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(raw)
+            else:
+                return self._zip.read(member)
+        except (OSError, zlib.error, zipfile.BadZipFile, EOFError, ValueError) as err:
             raise InvalidWheel(f"{self.archive}: cannot read member {rel}: {err}") from err
+        if len(data) != member.file_size or zlib.crc32(data) != member.CRC:
+            raise InvalidWheel(f"{self.archive}: member {rel} is damaged (size or CRC mismatch)")
+        return data
+
+    def prefetch(self, names: list[str]) -> None:
+        """Start inflating `names` on worker threads, biggest first."""
+        wanted = sorted((n for n in names if n in self._members and n not in self._pending),
+                        key=lambda n: -self._members[n].compress_size)
+        if not wanted:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+        for name in wanted:
+            self._pending[name] = self._pool.submit(self._inflate, name)
+
+    def close(self) -> None:
+        """Stop the workers and drop what they inflated."""
+        if self._pool is not None:
+            for future in self._pending.values():
+                future.cancel()
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._pending.clear()
+
+    def open(self, rel: str) -> tuple[BinaryIO, int]:
+        pending = self._pending.pop(rel, None)
+        data = pending.result() if pending is not None else self._inflate(rel)
         return io.BytesIO(data), len(data)
 
     def identity(self, rel: str) -> tuple[object, ...]:
@@ -218,20 +277,13 @@ class RootFS:
         if real_dir not in self._listings:
             mount, rel = self._mount_of(real_dir)
             listing = mount.list_dir(rel)
-            if listing is not None:
-                # A mount point shows up in its parent even when the parent does not hold it.
-                extra = {
-                    posixpath.basename(at): Entry(EntryKind.DIR)
-                    for at in self._mounts
-                    if at != "/" and posixpath.dirname(at) == real_dir
-                }
-                listing = {**listing, **extra} if extra else listing
-            elif any(at.startswith(real_dir.rstrip("/") + "/") for at in self._mounts):
-                listing = {
-                    at[len(real_dir.rstrip("/")) + 1:].split("/")[0]: Entry(EntryKind.DIR)
-                    for at in self._mounts
-                    if at.startswith(real_dir.rstrip("/") + "/")
-                }
+            # Mount points (and the directories leading to them) show up in their parents even
+            # when the root itself has no such directory.
+            prefix = real_dir.rstrip("/") + "/"
+            extra = {at[len(prefix):].split("/")[0]: _DIR
+                     for at in self._mounts if at != "/" and at.startswith(prefix)}
+            if extra:
+                listing = {**(listing or {}), **extra}
             self._listings[real_dir] = listing
         return self._listings[real_dir]
 

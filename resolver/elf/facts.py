@@ -101,7 +101,7 @@ class GpuCode:
     arch_specific: bool = False  # `sm_XXa`: runs only on exactly that GPU
 
     @property
-    def sort_key(self) -> tuple[str, int, bool]:
+    def sort_key(self) -> tuple[bool, int, bool]:
         """Order: SASS before PTX, then by architecture."""
         return (self.kind.value != "sass", self.arch, self.arch_specific)
 

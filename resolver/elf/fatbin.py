@@ -127,6 +127,7 @@ def iter_fatbin_codes(
         InvalidElf: the section holds something other than zero padding where a container must
             start, a header of an impossible size, or sizes that run past the section or the
             container; the message starts with `origin` and names the offset.
+
     """
     pos = 0
     while pos < size:
@@ -168,6 +169,7 @@ def parse_fatbin_codes(
 
     Raises:
         InvalidElf: as `iter_fatbin_codes`.
+
     """
     codes = set(iter_fatbin_codes(read, size, origin=origin))
     return tuple(sorted(codes, key=lambda code: code.sort_key))

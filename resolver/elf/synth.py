@@ -159,8 +159,9 @@ def _version_requirements(
     groups: dict[str, list[tuple[str, bool]]] = {}
     for need in facts.version_needs:
         groups.setdefault(need.file, []).append((need.name, need.weak))
-    # Version indexes 0 and 1 are local and global, then come the definitions (base included).
-    other = 1 + (len(facts.version_defs) + 1 if facts.version_defs else 0)
+    # Index 0 is local, 1 global (and the base definition), then the other definitions: the
+    # first requirement takes the next free index, as GNU ld numbers them.
+    other = len(facts.version_defs) + 1 if facts.version_defs else 1
     records = []
     for number, (file, names) in enumerate(groups.items(), start=1):
         # vn_version, vn_cnt, vn_file, vn_aux, vn_next

@@ -138,12 +138,24 @@ def run_diagnose(inputs: DiagnoseInputs) -> tuple[Diagnosis, RootFS]:
     rootfs = RootFS(inputs.root, mounts=mounts)
     platform = read_platform(rootfs, gpu_arch=inputs.gpu_arch, python=inputs.python)
     cache = FactsCache(default_cache_path() if inputs.use_cache else None)
+    for mount in mounts.values():
+        if isinstance(mount, ZipMount):
+            # Inflate the shared libraries whose facts are not cached on worker threads now,
+            # biggest first, while the walk reads the small ones.
+            mount.prefetch([
+                name for name in mount.member_names()
+                if (name.endswith(".so") or ".so." in name)
+                and cache.get(cache.key(mount.identity(name))) is None
+            ])
     try:
         result = diagnose(rootfs, platform, site, cache, ld_library_path=inputs.ld_library_path,
                           sys_path=sys_path, wheel_tags=wheel_tags,
                           wheel_name=os.path.basename(inputs.site) if inputs.is_wheel else None)
     finally:
         cache.save()
+        for mount in mounts.values():
+            if isinstance(mount, ZipMount):
+                mount.close()
     return result, rootfs
 
 
