@@ -1,8 +1,8 @@
 """Write `ElfFacts` back out as a tiny ELF shared object that carries exactly those facts.
 
 A recorded fixture holds the facts of every library on a target machine; `synthesize_elf` turns
-each into a file of a few hundred bytes that the ordinary reading and loader-emulation code, and
-glibc's own loader, read as if it were the real library: the ELF header (class, byte order,
+each into a file of one to a few kilobytes that the ordinary reading and loader-emulation code,
+and glibc's own loader, read as if it were the real library: the ELF header (class, byte order,
 e_machine, EI_OSABI, e_type), PT_LOAD/PT_DYNAMIC/PT_GNU_STACK program headers, a dynamic table
 with DT_NEEDED (in order), DT_SONAME, DT_RPATH, DT_RUNPATH, DT_FLAGS_1 (DF_1_NODEFLIB), the
 symbol-version sections, a `.nv_fatbin` listing the GPU code, and named section headers so
@@ -159,8 +159,8 @@ def _version_requirements(
     groups: dict[str, list[tuple[str, bool]]] = {}
     for need in facts.version_needs:
         groups.setdefault(need.file, []).append((need.name, need.weak))
-    # Index 0 is local, 1 global (and the base definition), then the other definitions: the
-    # first requirement takes the next free index, as GNU ld numbers them.
+    # Index 0 is local, 1 global (and the base definition), then the other definitions; the
+    # requirements take the indexes after those, as in GNU ld's output.
     other = len(facts.version_defs) + 1 if facts.version_defs else 1
     records = []
     for number, (file, names) in enumerate(groups.items(), start=1):

@@ -105,6 +105,13 @@ class VersionProblem:
     fatal: bool  # False when the provider has no version definitions at all (a warning)
 
 
+class _Stop:
+    """Marks a candidate whose failure abandons the rest of its search list."""
+
+
+_STOP = _Stop()
+
+
 @dataclass(slots=True)
 class _State:
     objects: list[LoadedObject] = field(default_factory=list)
@@ -188,17 +195,26 @@ class Namespace:
         return dirs
 
     def _try(self, path: str, via: Via, owner: str | None, wanted: ElfFacts | None,
-             tried: list[Candidate]) -> tuple[str, str, ElfFacts] | str | None:
-        """Open one candidate. Returns (path, real, facts), an error string, or None to go on."""
+             tried: list[Candidate]) -> tuple[str, str, ElfFacts] | str | _Stop | None:
+        """Open one candidate: (path, real, facts), a fatal error, `_STOP` or None to go on."""
         directory, name = posixpath.split(path)
         found = self.rootfs.find_file(directory or "/", name)
         if found is None:
             tried.append(Candidate(via=via, path=path, outcome=Outcome.ABSENT, owner=owner))
             return None
+        if found.real is not None and found.problem is not None:
+            # open() succeeds on a directory; reading its ELF header then fails, and glibc
+            # gives up on the name ("cannot read file data: Is a directory").
+            tried.append(Candidate(via=via, path=path, outcome=Outcome.NOT_ELF, owner=owner,
+                                   detail=found.problem))
+            return f"{path}: cannot read file data ({found.problem})"
         if not found.ok or found.real is None:
             tried.append(Candidate(via=via, path=path, outcome=Outcome.BROKEN, owner=owner,
                                    detail=found.problem))
-            return None
+            # A dangling link is ENOENT and the search goes on; any other failure to open a
+            # name in an existing directory (ELOOP) abandons the rest of that search list
+            # (elf/dl-load.c open_path: only ENOENT and EACCES let it continue).
+            return _STOP if found.problem and "loop" in found.problem else None
         try:
             facts = read_facts(self.rootfs, found.real, self.facts_cache)
         except InvalidElf as err:
@@ -226,8 +242,11 @@ class Namespace:
             result = self._try(name, Via.PATH, None, wanted, tried)
             if isinstance(result, str):
                 return None, tried, result
-            return result, tried, None
+            return (None if isinstance(result, _Stop) else result), tried, None
+        abandoned: set[tuple[Via, str | None]] = set()
         for entry in self._search_dirs(requester):
+            if (entry.via, entry.owner) in abandoned:
+                continue
             directory = entry.directory
             if not directory.startswith("/"):
                 # A relative directory is relative to the process's working directory, which
@@ -237,6 +256,9 @@ class Namespace:
                                        detail="relative to the working directory"))
                 continue
             result = self._try(posixpath.join(directory, name), entry.via, entry.owner, wanted, tried)
+            if isinstance(result, _Stop):
+                abandoned.add((entry.via, entry.owner))
+                continue
             if isinstance(result, str):
                 return None, tried, result
             if result is not None:
@@ -251,10 +273,12 @@ class Namespace:
                 result = self._try(cached, Via.LD_SO_CACHE, None, wanted, tried)
                 if isinstance(result, str):
                     return None, tried, result
-                if result is not None:
+                if isinstance(result, tuple):
                     return result, tried, None
             for directory in self.platform.system_dirs:
                 result = self._try(posixpath.join(directory, name), Via.DEFAULT, None, wanted, tried)
+                if isinstance(result, _Stop):
+                    break
                 if isinstance(result, str):
                     return None, tried, result
                 if result is not None:
