@@ -64,30 +64,35 @@ def _platform_tags(platform: Platform) -> list[str]:
 
 
 def wheel_tag_findings(tags: Iterable[str], platform: Platform, *, subject: str) -> tuple[Finding, ...]:
-    """A `WheelTagMismatch` when none of the wheel's tags is supported by the target."""
-    from packaging.tags import Tag, compatible_tags, cpython_tags  # noqa: PLC0415
+    """A `WheelTagMismatch` when none of the wheel's tags is supported by the target.
+
+    When the target's Python is unknown, only the platform part (architecture, glibc) is judged.
+    """
+    from packaging.tags import compatible_tags, cpython_tags  # noqa: PLC0415
 
     wanted = set(tags)
-    if not wanted or platform.python is None:
+    if not wanted:
         return ()
-    major, minor = (int(p) for p in platform.python.split(".")[:2])
     platforms = _platform_tags(platform)
-    supported: set[Tag] = set(cpython_tags((major, minor), platforms=platforms))
-    supported.update(compatible_tags((major, minor), platforms=platforms))
-    if any(str(tag) in wanted for tag in supported):
-        return ()
     why = []
     wheel_platforms = {t.rsplit("-", 1)[-1] for t in wanted}
-    if not any(p.endswith(platform.arch) or p == "any" for p in wheel_platforms):
-        why.append(f"built for {', '.join(sorted(wheel_platforms))}, the target is {platform.arch}")
-    elif not any(p in platforms or p == "any" for p in wheel_platforms):
-        why.append(f"needs a newer glibc than the target's {platform.glibc}")
-    interpreters = {t.split("-", 1)[0] for t in wanted}
-    if f"cp{major}{minor}" not in interpreters and not any(i.startswith("py") for i in interpreters):
-        why.append(f"built for {', '.join(sorted(interpreters))}, the target runs Python "
-                   f"{platform.python}")
+    if not any(p in platforms or p == "any" for p in wheel_platforms):
+        if not any(p.endswith(platform.arch) for p in wheel_platforms):
+            why.append(f"built for {', '.join(sorted(wheel_platforms))}, "
+                       f"the target is {platform.arch}")
+        else:
+            why.append(f"needs a newer glibc than the target's {platform.glibc}")
+    elif platform.python is not None:
+        major, minor = (int(p) for p in platform.python.split(".")[:2])
+        supported = {str(tag) for tag in cpython_tags((major, minor), platforms=platforms)}
+        supported.update(str(tag) for tag in compatible_tags((major, minor), platforms=platforms))
+        if not wanted & supported:
+            interpreters = sorted({t.split("-", 1)[0] for t in wanted})
+            why.append(f"built for {', '.join(interpreters)}, the target runs Python "
+                       f"{platform.python}")
+    if not why:
+        return ()
     return (Finding(
         kind=FindingKind.WHEEL_TAG_MISMATCH, severity=Severity.BLOCKS_IMPORT,
-        subject=subject,
-        message=f"{subject}: no tag fits the target ({'; '.join(why) or ', '.join(sorted(wanted))})",
+        subject=subject, message=f"{subject}: no tag fits the target ({'; '.join(why)})",
         phases=("install",)),)

@@ -23,7 +23,7 @@ from resolver.platform import read_platform
 from resolver.rootfs import RootFS
 
 if TYPE_CHECKING:
-    from tests._data import BuildLib, HostTrace, TraceResult
+    from _data import BuildLib, HostTrace, TraceResult
 
 pytestmark = pytest.mark.skipif(
     not Path("/lib64/ld-linux-x86-64.so.2").exists(), reason="needs an x86_64 glibc host"

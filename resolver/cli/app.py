@@ -17,7 +17,7 @@ from resolver.errors import ResolveError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["app", "fail", "guarded", "main"]
+__all__ = ["app", "fail", "get_app", "guarded", "main"]
 
 app = typer.Typer(
     name="jetson-resolve",
@@ -54,13 +54,19 @@ def guarded(debug: bool, action: Callable[[], _T]) -> _T:
         raise fail("interrupted", ExitCode.BAD_INPUT) from None
 
 
-def _register() -> None:
-    from resolver.cli.commands import diagnose  # noqa: PLC0415
+_registered: list[bool] = []
 
-    diagnose.register(app)
+
+def get_app() -> typer.Typer:
+    """The app with every command registered (each command module imported on first use)."""
+    if not _registered:
+        from resolver.cli.commands import diagnose  # noqa: PLC0415
+
+        diagnose.register(app)
+        _registered.append(True)
+    return app
 
 
 def main(argv: list[str] | None = None) -> Any:  # noqa: ANN401 - typer's return
     """Entry point of the `jetson-resolve` script and `python -m resolver`."""
-    _register()
-    return app(args=argv)
+    return get_app()(args=argv)

@@ -14,7 +14,8 @@ u64 payload size`; containers start 8-byte aligned and the linker may pad betwee
 zeros. Its payload is a run of entries, each `u16 kind, u16, u32 header size, u64 payload size`
 (payload padded to 8, header sizes seen: 64, 80, 112, 120), `u16 minor, u16 major` of the code
 format at 24, `u32 arch` (major * 10 + minor) at 28 and `u64 flags` at 40. Kinds: 1 PTX,
-2 cubin; others (LTO-IR, Tile IR) are skipped, since the driver runs neither as a kernel image.
+2 cubin; any other kind (`fatbinary` also packs LTO-IR and Tile IR) is skipped, as `GpuCode`
+has no kind for it.
 Flags: 0x1 64-bit, 0x10 Linux host, 0x8000 compressed payload, 0x100000 arch-specific (`sm_90a`),
 0x200000 family-specific (`sm_103f`; `cuobjdump --list-elf` names such a cubin `sm_103`),
 0x1000000 an extended header follows the first 64 bytes (every sm_100+ cubin).
@@ -188,7 +189,7 @@ def find_kernel_for(codes: Iterable[GpuCode], gpu_arch: int) -> GpuCode | None:
 
     The rule, from NVIDIA's CUDA C++ Programming Guide ("Binary Compatibility", "PTX
     Compatibility", and the feature-set compiler targets, `a` and `f`:
-    https://docs.nvidia.com/cuda/cuda-c-programming-guide/#binary-compatibility ;
+    https://docs.nvidia.com/cuda/cuda-c-programming-guide/index.html#binary-compatibility ;
     https://developer.nvidia.com/blog/nvidia-blackwell-and-nvidia-cuda-12-9-introduce-family-specific-architecture-features/):
     a cubin for X.y runs on X.z for every z >= y and never on another major; an arch-specific
     cubin (`sm_90a`) runs only on exactly that GPU; PTX for compute_XY is JIT-compiled by the

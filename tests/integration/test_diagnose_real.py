@@ -1,0 +1,124 @@
+"""diagnose on real torch installs, checked against the real glibc loader in trace mode.
+
+x86_64: torch 2.14.1 (CUDA 13) alone, with its nvidia-* wheels, and torch 2.13.0+cpu, on this
+host's live root (whose CUDA 13.0 toolkit is registered in ld.so.conf). aarch64: torch 2.11.0
+from PyPI (a CUDA 13 SBSA build) in a root of real arm64 Debian packages, traced by Debian's
+arm64 ld.so under qemu. "Exactly what the real loader does not find" is the assertion.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from cli_helpers import run_cli, subjects, validate
+
+if TYPE_CHECKING:
+    from _data import HostTrace, QemuTrace
+
+pytestmark = pytest.mark.slow
+
+
+def _lib(site: Path, name: str) -> Path:
+    return site / "torch" / "lib" / name
+
+
+def _extension(site: Path) -> Path:
+    return next((site / "torch").glob("_C.*.so"))
+
+
+def test_torch_alone_misses_exactly_what_ld_so_misses(torch_x86_alone: Path,
+                                                      host_trace: HostTrace) -> None:
+    run = run_cli("diagnose", "--site-packages", str(torch_x86_alone), "--json",
+                  "--ld-library-path", "")
+    assert run.code == 1, run.stderr
+    document = run.json()
+    validate("diagnose", document)
+    real = host_trace(_lib(torch_x86_alone, "libtorch_global_deps.so"), {}).not_found
+    real |= host_trace(_extension(torch_x86_alone), {}).not_found
+    assert subjects(document, "blocks-import", "missing-library") == set(real)
+    # The issue's list: cuDNN, cuBLAS, NCCL, cuSPARSELt, NVSHMEM, cuFile are among them.
+    for name in ("libcudnn.so.9", "libcublas.so.13", "libnccl.so.2", "libcusparseLt.so.0",
+                 "libnvshmem_host.so.3", "libcufile.so.0"):
+        assert name in real
+    feature = host_trace(_lib(torch_x86_alone, "libcaffe2_nvrtc.so"), {}).not_found
+    assert "libcuda.so.1" in feature
+    assert "libcuda.so.1" in subjects(document, "breaks-feature", "missing-library")
+
+
+def test_torch_with_nvidia_wheels_only_lacks_the_driver(torch_x86_full: Path,
+                                                        host_trace: HostTrace) -> None:
+    run = run_cli("diagnose", "--site-packages", str(torch_x86_full), "--json",
+                  "--ld-library-path", "")
+    assert run.code == 0, run.stdout[-2000:]
+    document = run.json()
+    validate("diagnose", document)
+    assert subjects(document, "blocks-import") == set()
+    assert host_trace(_extension(torch_x86_full), {}).not_found == frozenset()
+    assert subjects(document, "breaks-feature", "missing-library") == {"libcuda.so.1"}
+    assert host_trace(_lib(torch_x86_full, "libcaffe2_nvrtc.so"), {}).not_found == {"libcuda.so.1"}
+    # Every library the real loader found for torch._C is the file we say it loads.
+    ours = {o["soname"]: os.path.realpath(o["real"]) for o in document["objects"] if o["soname"]}
+    for name, path in host_trace(_extension(torch_x86_full), {}).found.items():
+        if name in ours and "ld-linux" not in name:
+            assert ours[name] == os.path.realpath(path), name
+
+
+def test_cpu_torch_is_clean(torch_cpu: Path) -> None:
+    run = run_cli("diagnose", "--site-packages", str(torch_cpu), "--json", "--ld-library-path", "")
+    assert run.code == 0
+    document = run.json()
+    validate("diagnose", document)
+    assert [f for f in document["findings"] if f["severity"] != "info"] == []
+    assert document["torch"]["cuda"] is None
+
+
+def test_wheel_gives_the_same_findings_as_its_install(torch_x86_wheel: Path,
+                                                      torch_x86_alone: Path) -> None:
+    from_wheel = run_cli("diagnose", "--wheel", str(torch_x86_wheel), "--json",
+                         "--ld-library-path", "")
+    installed = run_cli("diagnose", "--site-packages", str(torch_x86_alone), "--json",
+                        "--ld-library-path", "")
+    assert from_wheel.code == installed.code == 1
+    for severity in ("blocks-import", "breaks-feature"):
+        assert subjects(from_wheel.json(), severity) == subjects(installed.json(), severity)
+    validate("diagnose", from_wheel.json())
+
+
+def test_aarch64_torch_in_arm64_root_matches_qemu_ld_so(torch_arm_site: Path, arm64_root: Path,
+                                                         qemu_trace: QemuTrace,
+                                                         tmp_path: Path) -> None:
+    # qemu's ld.so needs the files inside its root: a copy of the root with a link to the site.
+    root = tmp_path / "root"
+    shutil.copytree(arm64_root, root, symlinks=True)
+    (root / "opt").mkdir(exist_ok=True)
+    (root / "opt" / "site").symlink_to(torch_arm_site)
+    guest_site = root / "opt" / "site"
+    run = run_cli("diagnose", "--site-packages", str(torch_arm_site), "--root", str(arm64_root),
+                  "--gpu-arch", "sm_110", "--json")
+    assert run.code == 1
+    document = run.json()
+    validate("diagnose", document)
+    assert document["target"]["arch"] == "aarch64"
+    real = qemu_trace(root, _lib(guest_site, "libtorch_global_deps.so")).not_found
+    real |= qemu_trace(root, guest_site / "torch" / _extension(torch_arm_site).name).not_found
+    assert subjects(document, "blocks-import", "missing-library") == set(real)
+    # NVPL is bundled in torch/lib of PyPI's aarch64 wheel: never reported missing.
+    assert not any("nvpl" in s for s in subjects(document, "blocks-import"))
+    # The CUDA 13 SBSA build carries code the Thor GPU (sm_110) can run.
+    cuda = next(o for o in document["objects"] if o["soname"] == "libtorch_cuda.so")
+    assert cuda["gpu_code"]
+    assert "no-kernel-for-gpu" not in {f["kind"] for f in document["findings"]}
+
+
+def test_x86_wheel_on_arm64_root_is_the_wrong_architecture(torch_x86_wheel: Path,
+                                                           arm64_root: Path) -> None:
+    run = run_cli("diagnose", "--wheel", str(torch_x86_wheel), "--root", str(arm64_root), "--json")
+    assert run.code == 1
+    document = run.json()
+    kinds = {f["kind"] for f in document["findings"] if f["severity"] == "blocks-import"}
+    assert "wheel-tag-mismatch" in kinds
+    assert "wrong-architecture" in kinds
