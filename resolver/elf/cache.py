@@ -1,14 +1,15 @@
 """ELF facts cached on disk, so that re-diagnosing after a fix re-reads only what changed.
 
-One JSON file maps a key built from the file's identity (path, size, mtime_ns, inode; for a
+One file maps a key built from the file's identity (path, size, mtime_ns, inode; for a
 wheel member the archive's identity plus the member's name and CRC) and the facts schema to the
 facts, or to the one-line reason the file is not a readable ELF. A cache file that is unreadable,
-of another schema, or damaged is ignored and rewritten, never trusted and never fatal. Writes
+of another schema, or damaged (its sha256 no longer matches) is ignored and rewritten, never trusted and never fatal. Writes
 go to a temporary file that is renamed over the old one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -50,14 +51,19 @@ class FactsCache:
 
     @staticmethod
     def _load(path: Path) -> dict[str, object]:
+        # Line 1: format and the sha256 of line 2; line 2: the entries as JSON. A damaged file
+        # (even one that is still valid JSON) fails the digest and is ignored whole.
         try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (OSError, ValueError, UnicodeDecodeError):
+            header, _, payload = path.read_bytes().partition(b"\n")
+        except OSError:
             return {}
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        expected = f"{_FORMAT} sha256={hashlib.sha256(payload).hexdigest()}".encode()
+        if header != expected:
             return {}
-        entries = data.get("entries")
+        try:
+            entries = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return {}
         return entries if isinstance(entries, dict) else {}
 
     @staticmethod
@@ -100,10 +106,11 @@ class FactsCache:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            payload = json.dumps(self._entries, separators=(",", ":")).encode()
+            header = f"{_FORMAT} sha256={hashlib.sha256(payload).hexdigest()}\n".encode()
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".facts-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"format": _FORMAT, "entries": self._entries}, handle,
-                          separators=(",", ":"))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(header + payload)
             os.replace(tmp, self.path)
             self._dirty = False
         except OSError:
