@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from resolver.elf.fatbin import find_kernel_for
-from resolver.errors import RootFsError
+from resolver.errors import InvalidLdCache, RootFsError
 from resolver.findings import (
     Finding,
     FindingKind,
@@ -81,13 +81,19 @@ class Diagnosis:
 def read_loader_config(rootfs: RootFS, platform: Platform) -> LoaderConfig:
     """Read the root's `ld.so.conf` (with includes) and its `ld.so.cache`.
 
-    Raises:
-        InvalidLdCache: the cache exists but is of another format or cut short.
+    A cache of another format or cut short is ignored, as glibc ignores it, with a note.
     """
     conf_dirs = tuple(iter_conf_dirs(rootfs.read_text, rootfs.glob))
     data = rootfs.read_bytes("/etc/ld.so.cache")
     if data is not None:
-        cache = parse_ld_so_cache(data, origin=rootfs.host_label("/etc/ld.so.cache"))
+        try:
+            cache = parse_ld_so_cache(data, origin=rootfs.host_label("/etc/ld.so.cache"))
+        except InvalidLdCache as err:
+            # glibc ignores a cache it cannot read (elf/dl-cache.c _dl_load_cache_lookup).
+            return LoaderConfig(conf_dirs=conf_dirs, cache_source="unreadable, ignored",
+                                lookup=lambda _name: None,
+                                notes=(f"{err}; the loader ignores it, so nothing registered "
+                                       "through ld.so.conf is found until ldconfig is run",))
 
         def lookup(name: str) -> str | None:
             return find_in_cache(cache, name, elf_class=int(platform.elf_class),
@@ -180,7 +186,6 @@ def diagnose(
 
     Raises:
         RootFsError: there is no torch in `site`.
-        InvalidLdCache: the root's `ld.so.cache` is damaged.
     """
     torch = find_torch_install(rootfs, site, sys_path)
     if torch is None:

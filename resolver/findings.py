@@ -104,7 +104,8 @@ def load_findings(
         wrong = [c for c in trail if c.outcome in (Outcome.WRONG_CLASS, Outcome.WRONG_MACHINE)]
         error = next((r.error for r in misses if r.error), None)
         if error:
-            kind, message = FindingKind.INVALID_LIBRARY, f"{name}: {error}"
+            where = next((c.path for c in trail if c.outcome is Outcome.NOT_ELF), name)
+            kind, message = FindingKind.INVALID_LIBRARY, f"{where}: {error}"
         elif wrong:
             kind = FindingKind.WRONG_ARCHITECTURE
             message = (f"{name}: only files for another architecture were found "

@@ -24,6 +24,7 @@ _TITLES = {
     Severity.BREAKS_FEATURE: ("[bold yellow]Breaks a feature later[/]", "yellow"),
     Severity.INFO: ("[bold]Notes[/]", "blue"),
 }
+_MARKS = {Severity.BLOCKS_IMPORT: "✗", Severity.BREAKS_FEATURE: "✗", Severity.INFO: "•"}
 
 
 def console() -> Console:
@@ -55,7 +56,7 @@ def _target_table(result: Diagnosis, rootfs: RootFS) -> Table:
 
 
 def _finding_tree(finding: Finding, colour: str, verbose: bool) -> Tree:
-    tree = Tree(f"[{colour}]✗[/] [bold]{escape(finding.subject)}[/]  "
+    tree = Tree(f"[{colour}]{_MARKS[finding.severity]}[/] [bold]{escape(finding.subject)}[/]  "
                 f"{escape(finding.message.removeprefix(finding.subject + ': '))}")
     if finding.requested_by:
         shown = ", ".join(posixpath.basename(r) for r in finding.requested_by[:4])

@@ -207,7 +207,7 @@ class Namespace:
             # gives up on the name ("cannot read file data: Is a directory").
             tried.append(Candidate(via=via, path=path, outcome=Outcome.NOT_ELF, owner=owner,
                                    detail=found.problem))
-            return f"{path}: cannot read file data ({found.problem})"
+            return f"cannot read file data ({found.problem})"
         if not found.ok or found.real is None:
             tried.append(Candidate(via=via, path=path, outcome=Outcome.BROKEN, owner=owner,
                                    detail=found.problem))
@@ -218,9 +218,10 @@ class Namespace:
         try:
             facts = read_facts(self.rootfs, found.real, self.facts_cache)
         except InvalidElf as err:
+            reason = str(err).removeprefix(f"{self.rootfs.host_label(found.real)}: ")
             tried.append(Candidate(via=via, path=path, outcome=Outcome.NOT_ELF, owner=owner,
-                                   detail=str(err)))
-            return f"{path}: invalid ELF header ({err})"
+                                   detail=reason))
+            return f"invalid ELF header ({reason})"
         machine = wanted.machine if wanted else self.platform.machine
         elf_class = wanted.elf_class if wanted else self.platform.elf_class
         if facts.elf_class != elf_class:

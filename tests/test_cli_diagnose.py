@@ -1,0 +1,196 @@
+"""The diagnose command end to end on small trees: exit codes, one-line errors, JSON, golden."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from cli_helpers import run_cli, subjects, validate
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from _data import BuildLib
+
+GOLDEN = Path(__file__).parent / "golden"
+# A fixed place, so that paths (and so rich's wrapping) are the same on every run.
+FIXED = Path("/tmp/jr-golden-tree")
+
+
+def make_mini_torch(site: Path, build_lib: BuildLib, *, missing: str = "libmissing.so.1") -> Path:
+    """A torch-shaped tree of tiny real libraries: _C needs libtorch, which needs `missing`."""
+    lib = site / "torch" / "lib"
+    build_lib(lib, "libc10.so", soname="libc10.so")
+    build_lib(lib, "libtorch.so", soname="libtorch.so", needed=["libc10.so", missing],
+              rpath="$ORIGIN")
+    build_lib(site / "torch", "_C.cpython-311-x86_64-linux-gnu.so", needed=["libtorch.so"],
+              rpath="$ORIGIN/lib", link_dirs=[lib])
+    (site / "torch" / "version.py").write_text("__version__ = '9.9.9'\ncuda = None\n")
+    return site
+
+
+@pytest.fixture
+def fixed_tree() -> Iterator[Path]:
+    shutil.rmtree(FIXED, ignore_errors=True)
+    FIXED.mkdir(parents=True)
+    yield FIXED
+    shutil.rmtree(FIXED, ignore_errors=True)
+
+
+def empty_root(path: Path) -> Path:
+    (path / "etc").mkdir(parents=True)
+    (path / "etc" / "os-release").write_text('ID=testos\nVERSION_ID="1"\n')
+    return path
+
+
+def test_missing_library_exits_1_with_trail_and_elsewhere(fixed_tree: Path,
+                                                          build_lib: BuildLib) -> None:
+    site = make_mini_torch(fixed_tree / "site", build_lib)
+    root = empty_root(fixed_tree / "root")
+    build_lib(root / "opt" / "vendor" / "lib", "libmissing.so.1", soname="libmissing.so.1")
+    run = run_cli("diagnose", "--site-packages", str(site), "--root", str(root), "--json",
+                  "--no-cache")
+    assert run.code == 1
+    document = run.json()
+    validate("diagnose", document)
+    finding = next(f for f in document["findings"] if f["subject"] == "libmissing.so.1")
+    assert finding["severity"] == "blocks-import"
+    assert finding["found_elsewhere"] == ["/opt/vendor/lib/libmissing.so.1"]
+    assert "which is on no search path" in finding["message"]
+    assert [s["via"] for s in finding["searched"]][:1] == ["DT_RPATH"]
+    assert finding["searched"][0]["path"].endswith("torch/lib/libmissing.so.1")
+
+
+def test_human_output_matches_golden(fixed_tree: Path, build_lib: BuildLib) -> None:
+    site = make_mini_torch(fixed_tree / "site", build_lib)
+    root = empty_root(fixed_tree / "root")
+    run = run_cli("diagnose", "--site-packages", str(site), "--root", str(root), "--no-cache")
+    assert run.code == 1
+    golden = GOLDEN / "diagnose_mini_torch.txt"
+    if os.environ.get("JR_UPDATE_GOLDEN") == "1":
+        golden.write_text(run.stdout)
+    assert run.stdout == golden.read_text()
+
+
+def test_ld_so_conf_registration_through_emulated_cache(fixed_tree: Path,
+                                                        build_lib: BuildLib) -> None:
+    site = make_mini_torch(fixed_tree / "site", build_lib)
+    root = empty_root(fixed_tree / "root")
+    build_lib(root / "opt" / "vendor" / "lib", "libmissing.so.1", soname="libmissing.so.1")
+    (root / "etc" / "ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n")
+    (root / "etc" / "ld.so.conf.d").mkdir()
+    (root / "etc" / "ld.so.conf.d" / "vendor.conf").write_text("/opt/vendor/lib\n")
+    run = run_cli("diagnose", "--site-packages", str(site), "--root", str(root), "--json",
+                  "--no-cache")
+    document = run.json()
+    assert run.code == 0
+    assert document["target"]["ld_so_cache"] == "emulated from ld.so.conf"
+    assert document["target"]["ld_so_conf_dirs"] == ["/opt/vendor/lib"]
+    assert subjects(document, "info", "no-ld-so-cache") == {"/etc/ld.so.cache"}
+
+
+def test_symlink_loop_and_escaping_link_in_root_are_findings(fixed_tree: Path,
+                                                             build_lib: BuildLib) -> None:
+    site = make_mini_torch(fixed_tree / "site", build_lib)
+    root = empty_root(fixed_tree / "root")
+    lib = root / "usr" / "lib" / "x86_64-linux-gnu"
+    lib.mkdir(parents=True)
+    (lib / "libmissing.so.1").symlink_to("libmissing.so.1")  # a loop onto itself
+    (root / "lib").symlink_to("../../../../../../usr/lib")  # climbs out: stays inside the root
+    run = run_cli("diagnose", "--site-packages", str(site), "--root", str(root), "--json",
+                  "--no-cache")
+    assert run.code == 1
+    finding = next(f for f in run.json()["findings"] if f["subject"] == "libmissing.so.1")
+    broken = [s for s in finding["searched"] if s["outcome"] == "broken symlink"]
+    assert broken and "loop" in broken[0]["detail"]
+    # /lib -> ../../../../../../usr/lib resolves to the root's own /usr/lib, never the host's.
+    lib_steps = [s for s in finding["searched"] if s["path"].startswith("/lib/")]
+    assert lib_steps and all(s["outcome"] != "found" for s in lib_steps)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: (d / "x.whl").write_text("not a zip"), "not a readable zip archive"),
+        (lambda d: _zip(d / "evil-1.0-py3-none-any.whl", {"../../etc/passwd": "x"}),
+         "escapes the archive's folder"),
+        (lambda d: _zip(d / "abs-1.0-py3-none-any.whl", {"/etc/passwd": "x"}),
+         "escapes the archive's folder"),
+        (lambda d: _zip(d / "empty-1.0-py3-none-any.whl", {"a.txt": "x"}), "no torch package here"),
+    ],
+    ids=["not-a-zip", "member-climbs-out", "absolute-member", "no-torch"],
+)
+def test_bad_wheel_is_one_line_exit_2(tmp_path: Path, make: object, message: str) -> None:
+    make(tmp_path)  # type: ignore[operator]
+    wheel = next(tmp_path.glob("*.whl"))
+    run = run_cli("diagnose", "--wheel", str(wheel), "--no-cache")
+    assert run.code == 2
+    assert message in run.stderr
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+
+
+def _zip(path: Path, members: dict[str, str]) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--site-packages", "/nonexistent/site"],
+        ["--wheel", "/nonexistent.whl"],
+        ["--site-packages", "/tmp", "--wheel", "/x.whl"],
+        ["--site-packages", "/tmp", "--gpu-arch", "smX"],
+        ["--site-packages", "/tmp", "--root", "/nonexistent/root"],
+        ["--python", "/nonexistent/python3"],
+    ],
+    ids=["no-site", "no-wheel", "two-inputs", "bad-gpu", "no-root", "no-python"],
+)
+def test_bad_usage_is_one_line_exit_2(args: list[str]) -> None:
+    run = run_cli("diagnose", *args, "--no-cache")
+    assert run.code == 2, run.stdout
+    assert run.stderr.startswith("jetson-resolve: error: ")
+    assert "Traceback" not in run.stderr
+
+
+def test_truncated_library_is_an_invalid_library_finding(fixed_tree: Path,
+                                                         build_lib: BuildLib) -> None:
+    site = make_mini_torch(fixed_tree / "site", build_lib)
+    lib = site / "torch" / "lib" / "libc10.so"
+    lib.write_bytes(lib.read_bytes()[:700])
+    run = run_cli("diagnose", "--site-packages", str(site), "--root",
+                  str(empty_root(fixed_tree / "root")), "--json", "--no-cache")
+    assert run.code == 1
+    finding = next(f for f in run.json()["findings"] if f["kind"] == "invalid-library")
+    assert finding["subject"] == "libc10.so"
+    assert "invalid ELF header" in finding["message"]
+
+
+def test_damaged_ld_so_cache_is_ignored_like_glibc(fixed_tree: Path, build_lib: BuildLib) -> None:
+    site = make_mini_torch(fixed_tree / "site", build_lib)
+    root = empty_root(fixed_tree / "root")
+    (root / "etc" / "ld.so.cache").write_bytes(Path("/etc/ld.so.cache").read_bytes()[:100])
+    run = run_cli("diagnose", "--site-packages", str(site), "--root", str(root), "--json",
+                  "--no-cache")
+    document = run.json()
+    assert document["target"]["ld_so_cache"] == "unreadable, ignored"
+    note = next(f for f in document["findings"] if f["kind"] == "no-ld-so-cache")
+    assert "cut short" in note["message"] and str(root / "etc" / "ld.so.cache") in note["message"]
+
+
+def test_python_option_finds_torch_without_importing_it(torch_cpu: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    purelib = next((venv / "lib").glob("python3*/site-packages"))
+    (purelib / "torch-cpu.pth").write_text(str(torch_cpu) + "\n")
+    run = run_cli("diagnose", "--python", str(venv / "bin" / "python"), "--json", "--no-cache")
+    assert run.code == 0, run.stderr
+    assert run.json()["torch"]["site"] == str(torch_cpu)
