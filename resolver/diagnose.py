@@ -186,6 +186,7 @@ def diagnose(
 
     Raises:
         RootFsError: there is no torch in `site`.
+
     """
     torch = find_torch_install(rootfs, site, sys_path)
     if torch is None:

@@ -95,35 +95,57 @@ def load_findings(
     for request in counted:
         if request.target is None:
             failed.setdefault(request.name, []).append(request)
+    findings = [
+        _failed_request_finding(name, misses, objects, locate_elsewhere)
+        for name, misses in failed.items()
+    ]
+    findings += [
+        Finding(
+            kind=FindingKind.PRELOAD_NOT_FOUND, severity=_severity([attempt.phase]),
+            subject=attempt.name, message=f"{attempt.why}: import torch raises ValueError",
+            requested_by=("torch/__init__.py",), phases=(attempt.phase,))
+        for attempt in attempts
+        if not attempt.ok and not attempt.requests and not attempt.superseded
+    ]
+    findings += _version_findings(versions, objects)
+    return tuple(findings)
+
+
+def _failed_request_finding(
+    name: str,
+    misses: Sequence[Request],
+    objects: Sequence[LoadedObject],
+    locate_elsewhere: Callable[[str], tuple[str, ...]],
+) -> Finding:
+    """The one finding for every failed request of `name`: invalid, wrong-arch or missing."""
+    phases = tuple(dict.fromkeys(r.phase for r in misses))
+    requesters = tuple(dict.fromkeys(
+        "python" if r.requester is None else objects[r.requester].path for r in misses))
+    trail = misses[0].candidates
+    wrong = [c for c in trail if c.outcome in (Outcome.WRONG_CLASS, Outcome.WRONG_MACHINE)]
+    error = next((r.error for r in misses if r.error), None)
+    if error:
+        where = next((c.path for c in trail if c.outcome is Outcome.NOT_ELF), name)
+        kind, message = FindingKind.INVALID_LIBRARY, f"{where}: {error}"
+    elif wrong:
+        kind = FindingKind.WRONG_ARCHITECTURE
+        message = (f"{name}: only files for another architecture were found "
+                   f"({', '.join(f'{c.path} ({c.detail})' for c in wrong[:3])})")
+    else:
+        kind, message = FindingKind.MISSING_LIBRARY, f"{name}: not found"
+    elsewhere = () if error else locate_elsewhere(name)
+    if elsewhere and kind is FindingKind.MISSING_LIBRARY:
+        message += f"; found at {elsewhere[0]}, which is on no search path"
+    return Finding(
+        kind=kind, severity=_severity(phases), subject=name, message=message,
+        requested_by=requesters, phases=phases, searched=trail, found_elsewhere=elsewhere)
+
+
+def _version_findings(
+    versions: Sequence[VersionProblem], objects: Sequence[LoadedObject]
+) -> list[Finding]:
+    """One finding per distinct (requester, file, version) problem, in the order met."""
     findings: list[Finding] = []
-    for name, misses in failed.items():
-        phases = tuple(dict.fromkeys(r.phase for r in misses))
-        requesters = tuple(dict.fromkeys(
-            "python" if r.requester is None else objects[r.requester].path for r in misses))
-        trail = misses[0].candidates
-        wrong = [c for c in trail if c.outcome in (Outcome.WRONG_CLASS, Outcome.WRONG_MACHINE)]
-        error = next((r.error for r in misses if r.error), None)
-        if error:
-            where = next((c.path for c in trail if c.outcome is Outcome.NOT_ELF), name)
-            kind, message = FindingKind.INVALID_LIBRARY, f"{where}: {error}"
-        elif wrong:
-            kind = FindingKind.WRONG_ARCHITECTURE
-            message = (f"{name}: only files for another architecture were found "
-                       f"({', '.join(f'{c.path} ({c.detail})' for c in wrong[:3])})")
-        else:
-            kind, message = FindingKind.MISSING_LIBRARY, f"{name}: not found"
-        elsewhere = () if error else locate_elsewhere(name)
-        if elsewhere and kind is FindingKind.MISSING_LIBRARY:
-            message += f"; found at {elsewhere[0]}, which is on no search path"
-        findings.append(Finding(
-            kind=kind, severity=_severity(phases), subject=name, message=message,
-            requested_by=requesters, phases=phases, searched=trail, found_elsewhere=elsewhere))
-    for attempt in attempts:
-        if not attempt.ok and not attempt.requests and not attempt.superseded:
-            findings.append(Finding(
-                kind=FindingKind.PRELOAD_NOT_FOUND, severity=_severity([attempt.phase]),
-                subject=attempt.name, message=f"{attempt.why}: import torch raises ValueError",
-                requested_by=("torch/__init__.py",), phases=(attempt.phase,)))
     seen: set[tuple[int, str, str]] = set()
     for problem in versions:
         key = (problem.requester, problem.file, problem.version)
@@ -144,7 +166,7 @@ def load_findings(
                 message=f"{provider.path}: no version information available "
                         f"(required by {requester.path})",
                 requested_by=(requester.path,), phases=(problem.phase,), provider=provider.path))
-    return tuple(findings)
+    return findings
 
 
 def gpu_findings(
@@ -181,7 +203,7 @@ def cudnn_findings(
     objects: Sequence[LoadedObject],
     runtime_version: Callable[[LoadedObject], str | None],
 ) -> tuple[Finding, ...]:
-    """torch refuses a cuDNN of another major, or of its major with a lower minor.
+    """Torch refuses a cuDNN of another major, or of its major with a lower minor.
 
     torch/backends/cudnn/__init__.py compares the runtime cuDNN with the one it was built with
     on first use; the built-with version is what the wheel pins (`nvidia-cudnn-cu13==9.19...`).

@@ -136,8 +136,9 @@ def _read_libc(rootfs: RootFS, machine_hint: int | None) -> tuple[ElfFacts | Non
     from resolver.errors import InvalidElf  # noqa: PLC0415
 
     order = sorted(_TRIPLETS, key=lambda m: m != machine_hint)
-    candidates = [(f"/lib/{_TRIPLETS[m]}", _TRIPLETS[m]) for m in order]
-    candidates += [(f"/usr/lib/{_TRIPLETS[m]}", _TRIPLETS[m]) for m in order]
+    candidates: list[tuple[str, str | None]] = [
+        (f"{lib}/{_TRIPLETS[m]}", _TRIPLETS[m]) for lib in ("/lib", "/usr/lib") for m in order
+    ]
     candidates += [("/lib64", None), ("/usr/lib64", None), ("/lib", None), ("/usr/lib", None)]
     for directory, triplet in candidates:
         found = rootfs.find_file(directory, "libc.so.6")
@@ -146,9 +147,10 @@ def _read_libc(rootfs: RootFS, machine_hint: int | None) -> tuple[ElfFacts | Non
         stream, size = rootfs.open(found.real)
         with stream:
             try:
-                return read_elf_facts(stream, origin=rootfs.host_label(found.real), size=size), triplet
+                facts = read_elf_facts(stream, origin=rootfs.host_label(found.real), size=size)
             except InvalidElf:
                 continue
+            return facts, triplet
     return None, None
 
 
@@ -174,7 +176,8 @@ def _read_cuda(rootfs: RootFS) -> tuple[str | None, str | None]:
             headers = [f"{top}/include/cuda_runtime_api.h",
                        *(f"{top}/targets/{t}/include/cuda_runtime_api.h" for t in sorted(targets))]
             for header in headers:
-                match = re.search(r"#define\s+CUDART_VERSION\s+(\d+)", rootfs.read_text(header) or "")
+                text = rootfs.read_text(header) or ""
+                match = re.search(r"#define\s+CUDART_VERSION\s+(\d+)", text)
                 if match:
                     number = int(match.group(1))
                     version = f"{number // 1000}.{number % 1000 // 10}"
@@ -231,17 +234,18 @@ def read_platform(
     libc, triplet = _read_libc(rootfs, machine_hint)
     machine = libc.machine if libc else (machine_hint or Machine.X86_64)
     elf_class = libc.elf_class if libc else ElfClass.ELF64
-    if triplet is None and machine in _TRIPLETS and rootfs.list_dir(f"/usr/lib/{_TRIPLETS[Machine(machine)]}"):
+    if (triplet is None and machine in _TRIPLETS
+            and rootfs.list_dir(f"/usr/lib/{_TRIPLETS[Machine(machine)]}")):
         triplet = _TRIPLETS[Machine(machine)]
+    system_dirs: tuple[str, ...]
     if triplet:
         # Debian's glibc: slibdir and libdir are multiarch; /lib and /usr/lib follow.
-        system_dirs: tuple[str, ...] = (f"/lib/{triplet}", f"/usr/lib/{triplet}", "/lib", "/usr/lib")
+        system_dirs = (f"/lib/{triplet}", f"/usr/lib/{triplet}", "/lib", "/usr/lib")
         lib_token = f"lib/{triplet}"
-    elif elf_class is ElfClass.ELF64 and machine != Machine.AARCH64:
+    elif elf_class is ElfClass.ELF64:
         system_dirs, lib_token = ("/lib64", "/usr/lib64"), "lib64"
     else:
-        system_dirs = ("/lib64", "/usr/lib64") if elf_class is ElfClass.ELF64 else ("/lib", "/usr/lib")
-        lib_token = "lib64" if elf_class is ElfClass.ELF64 else "lib"
+        system_dirs, lib_token = ("/lib", "/usr/lib"), "lib"
     os_release = parse_os_release(rootfs.read_text("/etc/os-release") or "")
     tegra = rootfs.read_text("/etc/nv_tegra_release")
     l4t = parse_nv_tegra_release(tegra) if tegra else None

@@ -141,7 +141,7 @@ class ZipMount:
         self.archive = os.fspath(archive)
         self.label = self.archive
         try:
-            self._zip = zipfile.ZipFile(self.archive)  # noqa: SIM115 - lives with the mount
+            self._zip = zipfile.ZipFile(self.archive)
         except (zipfile.BadZipFile, OSError, ValueError) as err:
             raise InvalidWheel(f"{self.archive}: not a readable zip archive: {err}") from err
         info = os.stat(self.archive)
@@ -332,6 +332,19 @@ class RootFS:
             current = child
         return Resolved(path, current)
 
+    def read_link(self, path: str) -> str | None:
+        """The target of the symlink at `path` (its parent resolved first), None if not a link."""
+        parent = self.resolve(posixpath.dirname(path))
+        if not parent.ok or parent.real is None:
+            return None
+        name = posixpath.basename(path)
+        listing = self._listing(parent.real)
+        entry = None if listing is None else listing.get(name)
+        if entry is None or entry.kind != EntryKind.LINK:
+            return None
+        mount, rel = self._mount_of(posixpath.join(parent.real, name))
+        return mount.read_link(rel)
+
     def find_file(self, directory: str, name: str) -> Resolved | None:
         """Look `name` up in `directory` the way open() would.
 
@@ -383,6 +396,7 @@ class RootFS:
 
         Raises:
             RootFsError: the file cannot be opened.
+
         """
         mount, rel = self._mount_of(real)
         try:

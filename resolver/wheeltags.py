@@ -28,6 +28,7 @@ def parse_wheel_file_tags(filename: str) -> tuple[str, ...]:
 
     Raises:
         ValueError: the name is not a valid wheel file name.
+
     """
     from packaging.utils import InvalidWheelFilename, parse_wheel_filename  # noqa: PLC0415
 

@@ -154,7 +154,7 @@ class HostTrace(Protocol):
         """Trace `file` on the host."""
 
 
-class DataUnavailable(RuntimeError):  # noqa: N818 - reads as the state the skip reports
+class DataUnavailable(RuntimeError):
     """A download failed because the network could not be reached."""
 
 

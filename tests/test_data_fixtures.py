@@ -279,7 +279,7 @@ def test_pip_with_unreachable_index_raises_data_unavailable(tmp_path: Path) -> N
     # A real pip run against a closed loopback port: the failure a missing network gives.
     # --isolated drops this machine's extra indexes and local wheel folders.
     with pytest.raises(_data.DataUnavailable, match="network unreachable"):
-        _data._pip(  # noqa: SLF001
+        _data._pip(
             [
                 "download",
                 "--isolated",
@@ -300,7 +300,7 @@ def test_pip_with_unreachable_index_raises_data_unavailable(tmp_path: Path) -> N
 
 def test_pip_failure_that_is_not_the_network_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(_data.DataBuildError):
-        _data._pip(  # noqa: SLF001
+        _data._pip(
             ["download", "--isolated", "--no-index", "--no-deps", "-d", str(tmp_path), "jr-none"],
             what="pip download with no index",
         )

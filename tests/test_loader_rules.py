@@ -51,7 +51,7 @@ def assert_same_as_loader(ns: Namespace, trace: TraceResult) -> None:
         for name in obj.names:
             by_name[name] = os.path.realpath(obj.real)
     for name, path in trace.found.items():
-        if "ld-linux" in name or name == path and path not in ours:
+        if "ld-linux" in name or (name == path and path not in ours):
             continue
         assert by_name.get(name) == os.path.realpath(path), (name, path, by_name.get(name))
     assert missing(ns) == set(trace.not_found)

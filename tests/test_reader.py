@@ -39,14 +39,14 @@ def readelf_facts(path: Path) -> dict[str, object]:
 
     machine = re.search(r"Machine:\s+(.*)", header)
     defs: list[str] = []
-    section = re.search(r"Version definition section.*?(?=\n\n|\Z)", versions, re.S)
+    section = re.search(r"Version definition section.*?(?=\n\n|\Z)", versions, re.DOTALL)
     if section:
         for flags, name in re.findall(r"Flags: (\S+)\s+Index: \d+\s+Cnt: \d+\s+Name: (\S+)",
                                       section.group(0)):
             if "BASE" not in flags:
                 defs.append(name)
     needs: list[VersionNeed] = []
-    section = re.search(r"Version needs section.*?(?=\n\n|\Z)", versions, re.S)
+    section = re.search(r"Version needs section.*?(?=\n\n|\Z)", versions, re.DOTALL)
     if section:
         current = ""
         for line in section.group(0).splitlines():

@@ -48,7 +48,10 @@ def guarded(debug: bool, action: Callable[[], _T]) -> _T:
     except (ResolveError, OSError) as err:
         if debug:
             raise
-        text = str(err) if isinstance(err, ResolveError) else f"{err.filename or ''}: {err.strerror}"
+        if isinstance(err, ResolveError):
+            text = str(err)
+        else:
+            text = f"{err.filename or ''}: {err.strerror}"
         raise fail(text.splitlines()[0] if text else type(err).__name__) from None
     except KeyboardInterrupt:
         raise fail("interrupted", ExitCode.BAD_INPUT) from None
@@ -60,9 +63,11 @@ _registered: list[bool] = []
 def get_app() -> typer.Typer:
     """The app with every command registered (each command module imported on first use)."""
     if not _registered:
-        from resolver.cli.commands import diagnose  # noqa: PLC0415
+        from resolver.cli.commands import check, diagnose, record  # noqa: PLC0415
 
         diagnose.register(app)
+        record.register(app)
+        check.register(app)
         _registered.append(True)
     return app
 

@@ -40,12 +40,14 @@ def _target_table(result: Diagnosis, rootfs: RootFS) -> Table:
     os_name = " ".join(p for p in (platform.os_id, platform.os_version) if p) or "unknown"
     jetson = (f"L4T {platform.l4t} (JetPack {platform.jetpack or '?'})"
               if platform.l4t else "not a Jetson")
-    table.add_row("target", escape(f"{rootfs.root}  {platform.arch}, glibc {platform.glibc or '?'}, "
-                                   f"{os_name}, {jetson}"))
-    cuda = f"CUDA {platform.cuda}" + (f" ({platform.cuda_flavour})" if platform.cuda_flavour else "")
+    table.add_row("target", escape(f"{rootfs.root}  {platform.arch}, "
+                                   f"glibc {platform.glibc or '?'}, {os_name}, {jetson}"))
+    flavour = f" ({platform.cuda_flavour})" if platform.cuda_flavour else ""
+    cuda = f"CUDA {platform.cuda}{flavour}"
+    gpu = f"sm_{platform.gpu_arch}" if platform.gpu_arch else "unknown"
     table.add_row("", escape(f"{cuda if platform.cuda else 'no CUDA toolkit'}, "
                              f"cuDNN {platform.cudnn or '-'}, Python {platform.python or '?'}, "
-                             f"GPU {'sm_' + str(platform.gpu_arch) if platform.gpu_arch else 'unknown'}"))
+                             f"GPU {gpu}"))
     table.add_row("loader", escape(f"{result.loader.cache_source}; default dirs "
                                    f"{':'.join(platform.system_dirs)}"))
     torch = result.torch
@@ -99,3 +101,18 @@ def render_diagnosis(result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbo
                else "[bold green]import torch will load[/]")
     out.print(f"{verdict}: {blocking} blocking, {later} feature-level finding(s); "
               f"{live} objects walked (exit {exit_code})")
+
+
+def render_check(results: list[tuple[str, Diagnosis, float]], input_name: str) -> None:
+    """A table: one row per fixture, whether `import torch` loads, and what blocks it."""
+    table = Table(title=escape(f"jetson-resolve check: {input_name}"), title_justify="left")
+    table.add_column("fixture", style="bold")
+    table.add_column("import torch")
+    table.add_column("blocking")
+    table.add_column("breaks a feature")
+    for name, result, _ in results:
+        blocking = [f.subject for f in result.findings if f.severity is Severity.BLOCKS_IMPORT]
+        later = [f.subject for f in result.findings if f.severity is Severity.BREAKS_FEATURE]
+        table.add_row(escape(name), "[red]fails[/]" if blocking else "[green]loads[/]",
+                      escape(", ".join(blocking) or "-"), escape(", ".join(later) or "-"))
+    console().print(table)

@@ -49,7 +49,7 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int) -> dict[st
     counts: dict[str, int] = {}
     for finding in result.findings:
         counts[finding.severity.value] = counts.get(finding.severity.value, 0) + 1
-    loaded = [o for o in result.objects]
+    loaded = list(result.objects)
     return {
         "schema": SCHEMA_VERSION,
         "command": "diagnose",

@@ -3,8 +3,8 @@
 One file maps a key built from the file's identity (path, size, mtime_ns, inode; for a
 wheel member the archive's identity plus the member's name and CRC) and the facts schema to the
 facts, or to the one-line reason the file is not a readable ELF. A cache file that is unreadable,
-of another schema, or damaged (its sha256 no longer matches) is ignored and rewritten, never trusted and never fatal. Writes
-go to a temporary file that is renamed over the old one.
+of another schema, or damaged (its sha256 no longer matches) is ignored and rewritten, never
+trusted and never fatal. Writes go to a temporary file that is renamed over the old one.
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def read_facts(rootfs: RootFS, real: str, cache: FactsCache) -> ElfFacts:
     Raises:
         InvalidElf: the file is not a readable ELF (also when that verdict was cached).
         RootFsError: the file cannot be opened.
+
     """
     try:
         key = cache.key(rootfs.identity(real))

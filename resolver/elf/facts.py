@@ -164,6 +164,7 @@ def parse_gpu_code(text: str) -> GpuCode:
 
     Raises:
         ValueError: the text names no GPU architecture.
+
     """
     kind_text, _, arch_text = text.partition("_")
     kind = {"sm": GpuCodeKind.SASS, "compute": GpuCodeKind.PTX}.get(kind_text)
@@ -179,8 +180,16 @@ def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where:
         raise InvalidFixture(f"{where}.{key}: missing")
     value = data[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidFixture(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+        expected = getattr(kind, "__name__", kind)
+        raise InvalidFixture(f"{where}.{key}: expected {expected}, got {value!r}")
     return value
+
+
+def _gpu_code_field(text: object, where: str) -> GpuCode:
+    try:
+        return parse_gpu_code(text if isinstance(text, str) else repr(text))
+    except ValueError as err:
+        raise InvalidFixture(f"{where}: {err}") from err
 
 
 def parse_facts_json(data: object, where: str = "facts") -> ElfFacts:
@@ -188,6 +197,7 @@ def parse_facts_json(data: object, where: str = "facts") -> ElfFacts:
 
     Raises:
         InvalidFixture: a field is missing or of the wrong type; the message names it.
+
     """
     if not isinstance(data, dict):
         raise InvalidFixture(f"{where}: expected an object, got {type(data).__name__}")
@@ -202,17 +212,14 @@ def parse_facts_json(data: object, where: str = "facts") -> ElfFacts:
                 and isinstance(item[1], str) and isinstance(item[2], bool)):
             raise InvalidFixture(f"{where}.version_needs[{i}]: expected [file, name, weak]")
         needs.append(VersionNeed(file=item[0], name=item[1], weak=item[2]))
-    codes = []
-    for i, text in enumerate(_field(data, "gpu_code", list, where)):
-        try:
-            codes.append(parse_gpu_code(text if isinstance(text, str) else repr(text)))
-        except ValueError as err:
-            raise InvalidFixture(f"{where}.gpu_code[{i}]: {err}") from err
+    codes = [_gpu_code_field(text, f"{where}.gpu_code[{i}]")
+             for i, text in enumerate(_field(data, "gpu_code", list, where))]
     strings = {key: _field(data, key, list, where) for key in ("needed", "version_defs")}
     for key, values in strings.items():
         if not all(isinstance(v, str) for v in values):
             raise InvalidFixture(f"{where}.{key}: expected a list of strings")
-    optional = {key: _field(data, key, (str, type(None)), where) for key in ("soname", "rpath", "runpath")}
+    optional = {key: _field(data, key, (str, type(None)), where)
+                for key in ("soname", "rpath", "runpath")}
     return ElfFacts(
         elf_class=elf_class,
         endian=endian,

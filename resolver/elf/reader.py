@@ -26,7 +26,9 @@ from resolver.elf.facts import (
 from resolver.errors import InvalidElf
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
+
+    from elftools.elf.elffile import ELFFile
 
 __all__ = ["ELF_MAGIC", "read_elf_facts"]
 
@@ -100,7 +102,7 @@ def _header_facts(elf: object) -> tuple[int, int, int]:
 
     header = elf.header  # type: ignore[attr-defined]
 
-    def number(value: object, table: dict[str, int]) -> int:
+    def number(value: object, table: Mapping[str, int]) -> int:
         return value if isinstance(value, int) else table[str(value)]
 
     return (
@@ -108,6 +110,28 @@ def _header_facts(elf: object) -> tuple[int, int, int]:
         number(header["e_ident"]["EI_OSABI"], ENUM_EI_OSABI),
         number(header["e_type"], ENUM_E_TYPE),
     )
+
+
+def _program_headers(
+    elf: ELFFile, source: _Source
+) -> tuple[list[tuple[int, int, int]], tuple[int, int] | None]:
+    """The PT_LOAD segments as (vaddr, offset, filesz) and PT_DYNAMIC as (offset, filesz)."""
+    from elftools.common.utils import struct_parse  # noqa: PLC0415
+
+    phoff, phnum, phentsize = elf["e_phoff"], elf["e_phnum"], elf["e_phentsize"]
+    if phnum and phentsize < elf.structs.Elf_Phdr.sizeof():
+        raise InvalidElf(f"{source.origin}: program header size {phentsize} too small")
+    source.read(phoff, phnum * phentsize, "program headers")
+    loads: list[tuple[int, int, int]] = []
+    dynamic: tuple[int, int] | None = None
+    for i in range(phnum):
+        phdr = struct_parse(elf.structs.Elf_Phdr, source.stream, phoff + i * phentsize)
+        kind = phdr["p_type"]
+        if kind in ("PT_LOAD", _PT_LOAD):
+            loads.append((phdr["p_vaddr"], phdr["p_offset"], phdr["p_filesz"]))
+        elif kind in ("PT_DYNAMIC", _PT_DYNAMIC):
+            dynamic = (phdr["p_offset"], phdr["p_filesz"])
+    return loads, dynamic
 
 
 class _Layout:
@@ -118,7 +142,6 @@ class _Layout:
 
     def __init__(self, source: _Source) -> None:
         from elftools.common.exceptions import ELFError  # noqa: PLC0415
-        from elftools.common.utils import struct_parse  # noqa: PLC0415
         from elftools.elf.elffile import ELFFile  # noqa: PLC0415
 
         try:
@@ -126,19 +149,7 @@ class _Layout:
             self.machine, self.osabi, self.type = _header_facts(elf)
             self.elf_class = ElfClass(elf.elfclass // 32)
             self.endian = Endian.LITTLE if elf.little_endian else Endian.BIG
-            phoff, phnum, phentsize = elf["e_phoff"], elf["e_phnum"], elf["e_phentsize"]
-            if phnum and phentsize < elf.structs.Elf_Phdr.sizeof():
-                raise InvalidElf(f"{source.origin}: program header size {phentsize} too small")
-            source.read(phoff, phnum * phentsize, "program headers")
-            self.loads: list[tuple[int, int, int]] = []  # (vaddr, offset, filesz)
-            self.dynamic: tuple[int, int] | None = None
-            for i in range(phnum):
-                phdr = struct_parse(elf.structs.Elf_Phdr, source.stream, phoff + i * phentsize)
-                kind = phdr["p_type"]
-                if kind in ("PT_LOAD", _PT_LOAD):
-                    self.loads.append((phdr["p_vaddr"], phdr["p_offset"], phdr["p_filesz"]))
-                elif kind in ("PT_DYNAMIC", _PT_DYNAMIC):
-                    self.dynamic = (phdr["p_offset"], phdr["p_filesz"])
+            self.loads, self.dynamic = _program_headers(elf, source)
             self.sections = (elf["e_shoff"], elf["e_shnum"], elf["e_shentsize"], elf["e_shstrndx"])
         except InvalidElf:
             raise
@@ -155,11 +166,13 @@ class _Layout:
         raise InvalidElf(f"{origin}: {what} address {vaddr:#x} lies in no loaded segment")
 
 
-def _read_dynamic(source: _Source, layout: _Layout) -> list[tuple[int, int]]:
-    assert layout.dynamic is not None
-    offset, size = layout.dynamic
+def _read_dynamic(
+    source: _Source, layout: _Layout, dynamic: tuple[int, int]
+) -> list[tuple[int, int]]:
+    offset, size = dynamic
     wide = layout.elf_class is ElfClass.ELF64
-    entry = struct.Struct(("<" if layout.endian is Endian.LITTLE else ">") + ("qQ" if wide else "iI"))
+    order = "<" if layout.endian is Endian.LITTLE else ">"
+    entry = struct.Struct(order + ("qQ" if wide else "iI"))
     count = min(size // entry.size, _MAX_DYN_ENTRIES)
     data = source.read(offset, count * entry.size, "dynamic section")
     tags = []
@@ -230,16 +243,18 @@ def _read_fatbin(source: _Source, layout: _Layout) -> tuple[GpuCode, ...]:
     names_offset = headers[shstrndx][4]
     for name, sh_type, _, _, offset, size in headers:
         # SHT_NOBITS (8) has no bytes in the file.
-        if sh_type != 8 and source.read_cstring(names_offset + name, "section name") == ".nv_fatbin":
+        if sh_type == 8:
+            continue
+        if source.read_cstring(names_offset + name, "section name") == ".nv_fatbin":
             from resolver.elf.fatbin import parse_fatbin_codes  # noqa: PLC0415
 
             if offset + size > source.size:
                 raise InvalidElf(f"{source.origin}: .nv_fatbin lies past the end of the file")
-            return parse_fatbin_codes(
-                lambda at, length: source.read(offset + at, length, ".nv_fatbin"),
-                size,
-                origin=source.origin,
-            )
+
+            def read(at: int, length: int, base: int = offset) -> bytes:
+                return source.read(base + at, length, ".nv_fatbin")
+
+            return parse_fatbin_codes(read, size, origin=source.origin)
     return ()
 
 
@@ -251,20 +266,21 @@ def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) ->
     Raises:
         InvalidElf: the bytes are not an ELF file we can read (truncated, corrupted, other
             format); the message names `origin` and what is wrong.
+
     """
     if size is None:
         size = stream.seek(0, 2)
     source = _Source(stream, origin, size)
     magic = source.read(0, 4, "ELF magic") if size >= 4 else b""
     if magic != ELF_MAGIC:
-        shown = magic if magic else f"{size}-byte file"
+        shown = magic or f"{size}-byte file"
         raise InvalidElf(f"{origin}: not an ELF file (magic {shown!r})")
     layout = _Layout(source)
     if layout.dynamic is None:
         return ElfFacts(elf_class=layout.elf_class, endian=layout.endian, machine=layout.machine,
                         osabi=layout.osabi, elf_type=layout.type, has_dynamic=False,
                         gpu_code=_read_fatbin(source, layout))
-    tags = _read_dynamic(source, layout)
+    tags = _read_dynamic(source, layout, layout.dynamic)
     dyn = dict(tags)
     if _DT_STRTAB not in dyn:
         raise InvalidElf(f"{origin}: dynamic section has no DT_STRTAB")

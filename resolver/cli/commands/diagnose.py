@@ -39,6 +39,8 @@ class DiagnoseInputs:
     gpu_arch: int | None
     python: str | None
     use_cache: bool
+    fixture: str | None = None  # a system fixture (name or directory) as the root
+    torch_fixture: str | None = None  # a site-packages fixture as the torch to diagnose
 
 
 def _parse_gpu_arch(text: str | None) -> int | None:
@@ -67,36 +69,70 @@ def detect_python_site(python: str) -> tuple[str, tuple[str, ...], str]:
     return site, tuple(p for p in info["path"] if p), str(info["version"])
 
 
-def prepare(
+def prepare(  # noqa: PLR0913 - one parameter per option
     *, python: str | None, site_packages: Path | None, wheel: Path | None, root: Path,
     ld_library_path: str | None, gpu_arch: str | None, no_cache: bool,
+    fixture: str | None = None, torch_fixture: str | None = None,
 ) -> DiagnoseInputs:
     """Decide the inputs; exits with code 2 on bad usage."""
     chosen = [name for name, value in (("--python", python), ("--site-packages", site_packages),
-                                       ("--wheel", wheel)) if value is not None]
+                                       ("--wheel", wheel), ("--torch-fixture", torch_fixture))
+              if value is not None]
     if len(chosen) > 1:
-        raise fail(f"give one of --python, --site-packages, --wheel (got {' and '.join(chosen)})")
-    live = os.path.abspath(root) == "/"
+        raise fail("give one of --python, --site-packages, --wheel, --torch-fixture "
+                   f"(got {' and '.join(chosen)})")
+    if fixture is not None and os.path.abspath(root) != "/":
+        raise fail("give --root or --fixture, not both")
+    live = os.path.abspath(root) == "/" and fixture is None
     if ld_library_path is None:
         ld_library_path = os.environ.get("LD_LIBRARY_PATH", "") if live else ""
     interpreter_version = None
+    site, sys_path, is_wheel = "", (), False
     if wheel is not None:
         if not wheel.is_file():
             raise fail(f"--wheel {wheel}: no such file")
-        site, sys_path, is_wheel = str(wheel.resolve()), (), True
+        site, is_wheel = str(wheel.resolve()), True
     elif site_packages is not None:
         if not site_packages.is_dir():
             raise fail(f"--site-packages {site_packages}: not a directory")
-        site, sys_path, is_wheel = str(site_packages.resolve()), (), False
-    else:
-        if not live and python is not None:
-            raise fail("--python runs the interpreter here, so it needs the live root; "
-                       "use --site-packages for another root")
+        site = str(site_packages.resolve())
+    elif torch_fixture is None:
+        if not live:
+            raise fail("give --site-packages, --wheel or --torch-fixture for another root "
+                       "(--python runs the interpreter here, so it needs the live root)")
         site, sys_path, interpreter_version = detect_python_site(python or sys.executable)
-        is_wheel = False
     return DiagnoseInputs(root=str(root), site=site, is_wheel=is_wheel, sys_path=sys_path,
                           ld_library_path=ld_library_path, gpu_arch=_parse_gpu_arch(gpu_arch),
-                          python=interpreter_version, use_cache=not no_cache)
+                          python=interpreter_version, use_cache=not no_cache, fixture=fixture,
+                          torch_fixture=torch_fixture)
+
+
+def _fixture_root(name: str) -> tuple[str, int | None]:
+    from resolver.errors import InvalidFixture  # noqa: PLC0415
+    from resolver.fixture.catalog import find_fixture  # noqa: PLC0415
+    from resolver.fixture.materialize import materialize  # noqa: PLC0415
+    from resolver.fixture.model import parse_fixture_dir  # noqa: PLC0415
+
+    fixture = parse_fixture_dir(find_fixture(name))
+    if fixture.manifest.kind != "system":
+        raise InvalidFixture(f"{name}: is a {fixture.manifest.kind} fixture; give it with "
+                             "--torch-fixture")
+    return str(materialize(fixture)), fixture.manifest.gpu_arch
+
+
+def _torch_fixture(name: str) -> tuple[str, dict[str, Mount]]:
+    from resolver.errors import InvalidFixture  # noqa: PLC0415
+    from resolver.fixture.catalog import find_fixture  # noqa: PLC0415
+    from resolver.fixture.materialize import materialize  # noqa: PLC0415
+    from resolver.fixture.model import parse_fixture_dir  # noqa: PLC0415
+    from resolver.rootfs import DirMount  # noqa: PLC0415
+
+    fixture = parse_fixture_dir(find_fixture(name))
+    site = fixture.manifest.site
+    if fixture.manifest.kind != "site-packages" or site is None:
+        raise InvalidFixture(f"{name}: is a {fixture.manifest.kind} fixture; give it with --fixture")
+    top = materialize(fixture)
+    return site, {site: DirMount(top / site.lstrip("/"))}
 
 
 def _place(rootfs_root: str, host_path: str) -> tuple[str, dict[str, Mount]]:
@@ -116,6 +152,7 @@ def run_diagnose(inputs: DiagnoseInputs) -> tuple[Diagnosis, RootFS]:
 
     Raises:
         ResolveError: bad input (no torch, unreadable wheel or cache).
+
     """
     from resolver.diagnose import diagnose  # noqa: PLC0415
     from resolver.elf.cache import FactsCache, default_cache_path  # noqa: PLC0415
@@ -124,7 +161,13 @@ def run_diagnose(inputs: DiagnoseInputs) -> tuple[Diagnosis, RootFS]:
     from resolver.wheeltags import parse_wheel_file_tags  # noqa: PLC0415
 
     wheel_tags = None
-    if inputs.is_wheel:
+    root, gpu_arch = inputs.root, inputs.gpu_arch
+    if inputs.fixture is not None:
+        root, recorded_gpu = _fixture_root(inputs.fixture)
+        gpu_arch = gpu_arch if gpu_arch is not None else recorded_gpu
+    if inputs.torch_fixture is not None:
+        site, mounts = _torch_fixture(inputs.torch_fixture)
+    elif inputs.is_wheel:
         at = "/" + os.path.basename(inputs.site)
         mounts: dict[str, Mount] = {at: ZipMount(inputs.site)}
         site = at
@@ -133,10 +176,10 @@ def run_diagnose(inputs: DiagnoseInputs) -> tuple[Diagnosis, RootFS]:
         except ValueError as err:
             raise RootFsError(f"{inputs.site}: {err}") from err
     else:
-        site, mounts = _place(inputs.root, inputs.site)
-    sys_path = tuple(_place(inputs.root, p)[0] for p in inputs.sys_path)
-    rootfs = RootFS(inputs.root, mounts=mounts)
-    platform = read_platform(rootfs, gpu_arch=inputs.gpu_arch, python=inputs.python)
+        site, mounts = _place(root, inputs.site)
+    sys_path = tuple(_place(root, p)[0] for p in inputs.sys_path)
+    rootfs = RootFS(root, mounts=mounts)
+    platform = read_platform(rootfs, gpu_arch=gpu_arch, python=inputs.python)
     cache = FactsCache(default_cache_path() if inputs.use_cache else None)
     for mount in mounts.values():
         if isinstance(mount, ZipMount):
@@ -181,6 +224,14 @@ def register(app: typer.Typer) -> None:
         root: Annotated[Path, typer.Option(
             "--root", help="The target's root filesystem (default: this machine's /).",
         )] = Path("/"),
+        fixture: Annotated[str | None, typer.Option(
+            "--fixture", help="A recorded target instead of --root: a bundled name "
+            "(thor-jp7.0, orin-jp6.2) or a fixture directory.",
+        )] = None,
+        torch_fixture: Annotated[str | None, typer.Option(
+            "--torch-fixture", help="A recorded torch install to diagnose (a bundled name such "
+            "as torch-2.11.0-aarch64, or a fixture directory).",
+        )] = None,
         ld_library_path: Annotated[str | None, typer.Option(
             "--ld-library-path", help="The target's LD_LIBRARY_PATH (default: this shell's for "
             "/, empty for another root).",
@@ -199,7 +250,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """What will fail to load on the target, why, and whether it breaks `import torch`."""
         inputs = prepare(python=python, site_packages=site_packages, wheel=wheel, root=root,
-                         ld_library_path=ld_library_path, gpu_arch=gpu_arch, no_cache=no_cache)
+                         ld_library_path=ld_library_path, gpu_arch=gpu_arch, no_cache=no_cache,
+                         fixture=fixture, torch_fixture=torch_fixture)
         result, rootfs = guarded(debug, lambda: run_diagnose(inputs))
         code = exit_code_of(result)
         if as_json:

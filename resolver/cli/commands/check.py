@@ -1,0 +1,100 @@
+"""`jetson-resolve check`: diagnose one torch against several recorded targets, for CI.
+
+It exits 1 when `import torch` would fail on any of the fixtures, and can write a JUnit XML
+report (one test case per fixture; the blocking findings as its failure) that any CI shows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from xml.etree import ElementTree as ET
+
+import typer
+
+from resolver.cli.app import fail, guarded
+from resolver.cli.exitcodes import ExitCode
+from resolver.findings import Severity
+
+if TYPE_CHECKING:
+    from resolver.diagnose import Diagnosis
+
+__all__ = ["junit_xml", "register"]
+
+
+def junit_xml(results: list[tuple[str, Diagnosis, float]], input_name: str) -> str:
+    """A JUnit report: a test case per fixture, failed when something blocks `import torch`."""
+    failures = sum(1 for _, result, _ in results if result.blocks_import)
+    suite = ET.Element("testsuite", name="jetson-resolve check", tests=str(len(results)),
+                       failures=str(failures), errors="0",
+                       time=f"{sum(t for _, _, t in results):.3f}")
+    for name, result, seconds in results:
+        case = ET.SubElement(suite, "testcase", classname="jetson-resolve.import-torch",
+                             name=f"{input_name} on {name}", time=f"{seconds:.3f}")
+        blocking = [f for f in result.findings if f.severity is Severity.BLOCKS_IMPORT]
+        if blocking:
+            failure = ET.SubElement(case, "failure", type="import-torch-fails",
+                                    message=f"{len(blocking)} finding(s) block import torch")
+            failure.text = "\n".join(f.message for f in blocking)
+        later = [f.message for f in result.findings if f.severity is Severity.BREAKS_FEATURE]
+        if later:
+            ET.SubElement(case, "system-out").text = "breaks a feature:\n" + "\n".join(later)
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+
+    @app.command("check")
+    def check_command(  # noqa: PLR0913 - one parameter per option
+        fixture: Annotated[list[str], typer.Option(
+            "--fixture", help="A recorded target (bundled name or directory); repeat it.")],
+        wheel: Annotated[Path | None, typer.Option("--wheel", help="The torch wheel.")] = None,
+        site_packages: Annotated[Path | None, typer.Option(
+            "--site-packages", help="A site-packages directory holding torch.")] = None,
+        torch_fixture: Annotated[str | None, typer.Option(
+            "--torch-fixture", help="A recorded torch install.")] = None,
+        junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    ) -> None:
+        """Exit non-zero if the torch would fail to import on any of the recorded targets."""
+        from resolver.cli.commands.diagnose import prepare, run_diagnose  # noqa: PLC0415
+
+        if wheel is None and site_packages is None and torch_fixture is None:
+            raise fail("give the torch to check: --wheel, --site-packages or --torch-fixture")
+        results: list[tuple[str, Diagnosis, float]] = []
+        for name in fixture:
+            inputs = prepare(python=None, site_packages=site_packages, wheel=wheel, root=Path("/"),
+                             ld_library_path="", gpu_arch=None, no_cache=False, fixture=name,
+                             torch_fixture=torch_fixture)
+            started = time.perf_counter()
+            result, _ = guarded(debug, lambda inputs=inputs: run_diagnose(inputs))
+            results.append((name, result, time.perf_counter() - started))
+            sys.stderr.write(f"checked {name}\n")
+        input_name = str(wheel or site_packages or torch_fixture)
+        if junit is not None:
+            junit.write_text(junit_xml(results, input_name), encoding="utf-8")
+        failed = [name for name, result, _ in results if result.blocks_import]
+        if as_json:
+            document: dict[str, Any] = {
+                "schema": 1, "command": "check", "input": input_name,
+                "exit_code": int(ExitCode.FINDINGS if failed else ExitCode.OK),
+                "fixtures": [{
+                    "fixture": name, "import_torch": "fails" if result.blocks_import else "loads",
+                    "blocking": [f.message for f in result.findings
+                                 if f.severity is Severity.BLOCKS_IMPORT],
+                    "breaks_feature": [f.message for f in result.findings
+                                       if f.severity is Severity.BREAKS_FEATURE],
+                } for name, result, _ in results],
+            }
+            sys.stdout.write(json.dumps(document, sort_keys=True, indent=2) + "\n")
+        else:
+            from resolver.cli.render_human import render_check  # noqa: PLC0415
+
+            render_check(results, input_name)
+        raise typer.Exit(int(ExitCode.FINDINGS if failed else ExitCode.OK))

@@ -1,0 +1,145 @@
+"""`jetson-resolve record`: capture a machine's (or a torch install's) loader facts as a fixture.
+
+With `--root` (default `/`) it records a system fixture: the loader configuration, the libraries
+in the loader's directories and the platform files, plus the site-packages of `--python` or
+`--site-packages` when given. With `--site-only` it records just a site-packages directory, as a
+fixture that `diagnose --torch-fixture` mounts at `--site-at` inside any target.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform as host_platform
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from resolver import __version__
+from resolver.cli.app import fail, guarded
+
+__all__ = ["register"]
+
+
+def _provenance_extras(path: Path | None) -> dict[str, Any]:
+    """packages / hand_written / notes from a JSON file that describes a composed root."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise fail(f"--composed-from {path}: cannot read JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise fail(f"--composed-from {path}: expected a JSON object")
+    return data
+
+
+def _record(  # noqa: PLR0913 - mirrors the options
+    *, root: Path, out: Path, name: str, description: str, python: str | None,
+    site_packages: Path | None, site_only: bool, site_at: str | None,
+    composed_from: Path | None, gpu_arch: int | None, command: str,
+) -> dict[str, Any]:
+    from resolver.cli.commands.diagnose import detect_python_site  # noqa: PLC0415
+    from resolver.elf.cache import FactsCache, default_cache_path  # noqa: PLC0415
+    from resolver.fixture.model import Manifest, render_files_json, render_manifest  # noqa: PLC0415
+    from resolver.fixture.record import record_root, record_site  # noqa: PLC0415
+    from resolver.platform import read_platform  # noqa: PLC0415
+    from resolver.rootfs import RootFS  # noqa: PLC0415
+
+    cache = FactsCache(default_cache_path())
+    extras = _provenance_extras(composed_from)
+    site: str | None = None
+    if site_only:
+        if site_packages is None:
+            raise fail("--site-only needs --site-packages DIR")
+        site = site_at or str(site_packages.resolve())
+        entries, skipped = record_site(RootFS(site_packages), "/", cache)
+        entries = {(site.rstrip("/") + path).rstrip("/") or "/": entry
+                   for path, entry in entries.items()}
+        for depth in range(1, site.count("/") + 1):  # the directories leading to the site
+            entries.setdefault("/".join(site.split("/")[: depth + 1]) or "/", ("dir", None))
+        entries.pop("/", None)
+    else:
+        rootfs = RootFS(root)
+        sites: tuple[str, ...] = ()
+        if python is not None:
+            if os.path.abspath(root) != "/":
+                raise fail("--python needs the live root; use --site-packages for another root")
+            sites = (detect_python_site(python)[0],)
+        elif site_packages is not None:
+            resolved = str(site_packages.resolve())
+            base = os.path.abspath(root)
+            if base != "/" and not resolved.startswith(base + "/"):
+                raise fail(f"--site-packages {site_packages}: not inside --root {root}")
+            sites = ("/" + os.path.relpath(resolved, base).lstrip("."),) if base != "/" else (
+                resolved,)
+        platform = read_platform(rootfs)
+        entries, skipped = record_root(rootfs, platform, cache, sites=sites)
+    cache.save()
+    manifest = Manifest(
+        name=name, kind="site-packages" if site_only else "system", description=description,
+        provenance="composed" if composed_from else "recorded",
+        source={"host": host_platform.node(), "tool": f"jetson-resolve {__version__}",
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "command": command},
+        packages=tuple(extras.get("packages", ())), hand_written=tuple(extras.get("hand_written", ())),
+        notes=tuple([*extras.get("notes", ()), *skipped]), site=site, gpu_arch=gpu_arch)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.toml").write_text(render_manifest(manifest), encoding="utf-8")
+    (out / "files.json").write_text(render_files_json(entries), encoding="utf-8")
+    kinds: dict[str, int] = {}
+    for kind, _ in entries.values():
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return {"schema": 1, "command": "record", "out": str(out), "name": name,
+            "entries": kinds, "skipped": skipped}
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+
+    @app.command("record")
+    def record_command(  # noqa: PLR0913 - one parameter per option
+        out: Annotated[Path, typer.Option("--out", help="The fixture directory to write.")],
+        root: Annotated[Path, typer.Option("--root", help="The root to record.")] = Path("/"),
+        name: Annotated[str | None, typer.Option(
+            "--name", help="Fixture name (default: the --out folder's name).")] = None,
+        description: Annotated[str, typer.Option("--description", help="One line on what it is.")] = "",
+        python: Annotated[str | None, typer.Option(
+            "--python", help="Also record this interpreter's site-packages (live root only).",
+        )] = None,
+        site_packages: Annotated[Path | None, typer.Option(
+            "--site-packages", help="Also record this site-packages directory.")] = None,
+        site_only: Annotated[bool, typer.Option(
+            "--site-only", help="Record only --site-packages, as a torch-install fixture.")] = False,
+        site_at: Annotated[str | None, typer.Option(
+            "--site-at", help="With --site-only: where the site-packages lives on the target.",
+        )] = None,
+        composed_from: Annotated[Path | None, typer.Option(
+            "--composed-from", help="JSON naming the packages a composed root was built from "
+            "(packages, hand_written, notes); marks the fixture as composed, not recorded.",
+        )] = None,
+        gpu_arch: Annotated[int | None, typer.Option(
+            "--gpu-arch", help="The machine's GPU as 10*major+minor (110 for Thor).")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    ) -> None:
+        """Record a machine's loader-relevant facts (no library bytes) into a fixture."""
+        if not root.is_dir():
+            raise fail(f"--root {root}: not a directory")
+        if site_packages is not None and not site_packages.is_dir():
+            raise fail(f"--site-packages {site_packages}: not a directory")
+        result = guarded(debug, lambda: _record(
+            root=root, out=out, name=name or out.resolve().name, description=description,
+            python=python, site_packages=site_packages, site_only=site_only, site_at=site_at,
+            composed_from=composed_from, gpu_arch=gpu_arch,
+            command="jetson-resolve " + " ".join(sys.argv[1:])))
+        if as_json:
+            sys.stdout.write(json.dumps(result, sort_keys=True, indent=2) + "\n")
+        else:
+            counts = ", ".join(f"{n} {k}" for k, n in sorted(result["entries"].items()))
+            sys.stdout.write(f"recorded {result['name']} into {result['out']}: {counts}\n")
+            for line in result["skipped"]:
+                sys.stdout.write(f"  not recorded: {line}\n")
