@@ -1,0 +1,124 @@
+"""record -> materialise -> diagnose on real roots, and readelf on every synthesised file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+from cli_helpers import run_cli, validate
+from test_reader import ours, readelf_facts
+
+from resolver.fixture.materialize import materialize
+from resolver.fixture.model import parse_fixture_dir
+
+pytestmark = pytest.mark.slow
+
+
+def _findings(document: dict[str, object]) -> list[tuple[str, str, str]]:
+    return sorted((f["kind"], f["severity"], f["subject"])  # type: ignore[index]
+                  for f in document["findings"])  # type: ignore[attr-defined]
+
+
+def _objects(document: dict[str, object]) -> list[tuple[str, str, tuple[str, ...]]]:
+    return sorted((str(o["soname"]), o["real"].rsplit("/", 1)[-1], tuple(o["gpu_code"]))  # type: ignore[index]
+                  for o in document["objects"])  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory, arm64_root: Path,
+             torch_arm_site: Path) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("fixtures")
+    system = run_cli("record", "--root", str(arm64_root), "--out", str(out / "arm64"),
+                     "--gpu-arch", "110", "--json")
+    assert system.code == 0, system.stderr
+    site = run_cli("record", "--site-only", "--site-packages", str(torch_arm_site), "--site-at",
+                   "/usr/local/lib/python3.12/dist-packages", "--out", str(out / "torch"))
+    assert site.code == 0, site.stderr
+    return out / "arm64", out / "torch"
+
+
+def test_replay_gives_the_same_diagnosis_as_the_original_root(
+        recorded: tuple[Path, Path], arm64_root: Path, torch_arm_site: Path) -> None:
+    system, torch = recorded
+    replayed = run_cli("diagnose", "--fixture", str(system), "--torch-fixture", str(torch),
+                       "--json")
+    original = run_cli("diagnose", "--root", str(arm64_root), "--site-packages",
+                       str(torch_arm_site), "--gpu-arch", "110", "--json")
+    assert replayed.code == original.code == 1
+    validate("diagnose", replayed.json())
+    assert _findings(replayed.json()) == _findings(original.json())
+    assert _objects(replayed.json()) == _objects(original.json())
+    assert replayed.json()["target"]["gpu_arch"] == 110  # from the manifest
+
+
+def test_readelf_reads_back_every_synthesised_file(recorded: tuple[Path, Path]) -> None:
+    for directory in recorded:
+        fixture = parse_fixture_dir(directory)
+        top = materialize(fixture)
+        elves = {p: e[1] for p, e in fixture.entries.items() if e[0] == "elf"}
+        assert len(elves) > 15
+        for path, facts in elves.items():
+            assert readelf_facts(top / path.lstrip("/")) == ours(facts), path
+
+
+def test_materialised_cache_is_the_recorded_one(recorded: tuple[Path, Path],
+                                                arm64_root: Path) -> None:
+    import subprocess  # noqa: PLC0415
+
+    top = materialize(parse_fixture_dir(recorded[0]))
+
+    def listing(cache: Path) -> list[str]:
+        out = subprocess.run(["ldconfig", "-p", "-C", str(cache)], capture_output=True,
+                             text=True, check=True).stdout
+        return [line for line in out.splitlines()[1:] if "=>" in line]
+
+    assert listing(top / "etc" / "ld.so.cache") == listing(arm64_root / "etc" / "ld.so.cache")
+
+
+def test_check_exit_codes_and_junit(recorded: tuple[Path, Path], torch_cpu: Path,
+                                    tmp_path: Path) -> None:
+    system, torch = recorded
+    report = tmp_path / "report.xml"
+    bad = run_cli("check", "--fixture", str(system), "--torch-fixture", str(torch), "--junit",
+                  str(report))
+    assert bad.code == 1
+    suite = ET.parse(report).getroot()
+    assert suite.get("tests") == "1" and suite.get("failures") == "1"
+    failure = suite.find("testcase/failure")
+    assert failure is not None and "libcudart.so.13" in (failure.text or "")
+    good = run_cli("check", "--fixture", str(system), "--site-packages", str(torch_cpu),
+                   "--json", "--junit", str(report))
+    document = good.json()
+    # torch 2.13.0+cpu is an x86_64 build: on an aarch64 target it must not pass.
+    assert good.code == 1 and document["fixtures"][0]["import_torch"] == "fails"
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda m, f: m.write_text(m.read_text().replace("schema = 1", "schema = 7")), "schema"),
+        (lambda m, f: m.write_text(m.read_text().replace('kind = "system"', "")), ".kind"),
+        (lambda m, f: f.write_text(f.read_text().replace('"/etc"', '"/../etc"', 1)),
+         "escapes the root"),
+        (lambda m, f: f.write_text(f.read_text().replace('"kind": "dir"', '"kind": "sock"', 1)),
+         "unknown kind"),
+        (lambda m, f: f.write_text(json.dumps({"schema": 1})), ".entries"),
+        (lambda m, f: f.write_text(f.read_text().replace('"soname"', '"sonam"', 1)), "facts.soname"),
+        (lambda m, f: m.write_text(m.read_text() + "\nsurprise = 1\n"), "unknown keys"),
+    ],
+    ids=["unknown-schema", "missing-kind", "path-escapes", "unknown-entry-kind", "no-entries",
+         "missing-fact", "unknown-key"],
+)
+def test_bad_fixture_is_one_line_naming_file_and_field(
+        recorded: tuple[Path, Path], tmp_path: Path, edit: object, field: str) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(recorded[0], broken)
+    edit(broken / "manifest.toml", broken / "files.json")  # type: ignore[operator]
+    run = run_cli("diagnose", "--fixture", str(broken), "--site-packages", str(tmp_path))
+    assert run.code == 2
+    assert field in run.stderr
+    assert str(broken) in run.stderr
+    assert run.stderr.count("\n") == 1
