@@ -20,6 +20,7 @@ from resolver.findings import (
     FindingKind,
     Severity,
     cudnn_findings,
+    driver_findings,
     gpu_findings,
     load_findings,
 )
@@ -202,6 +203,7 @@ def diagnose(
     live = ns.objects
     findings += gpu_findings(live, platform, find_kernel_for)
     findings += cudnn_findings(torch, live, _cudnn_version(rootfs, platform))
+    findings += driver_findings(torch, platform.driver)
     if wheel_tags is None:
         wheel_tags = ()
         for name in sorted(rootfs.list_dir(site)):

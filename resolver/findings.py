@@ -32,6 +32,7 @@ __all__ = [
     "FindingKind",
     "Severity",
     "cudnn_findings",
+    "driver_findings",
     "gpu_findings",
     "load_findings",
 ]
@@ -58,6 +59,7 @@ class FindingKind(enum.Enum):
     CUDNN_TOO_OLD = "cudnn-too-old"
     NO_VERSION_INFO = "no-version-information"
     NO_LD_SO_CACHE = "no-ld-so-cache"
+    DRIVER_TOO_OLD = "driver-too-old"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,3 +227,24 @@ def cudnn_findings(
                 f"{pinned[0]}.{pinned[1]} and refuses a runtime of "
                 f"{'another major' if major != pinned[0] else 'a lower minor'}",
         requested_by=(cudnn.path,), phases=("cuDNN",), provider=cudnn.path),)
+
+
+# The oldest driver branch each CUDA major runs on (NVIDIA CUDA Toolkit release notes, "CUDA
+# Driver" table: 13.x needs >= 580, 12.x >= 525 with minor-version compatibility).
+_MIN_DRIVER = {"13": 580, "12": 525, "11": 450}
+
+
+def driver_findings(torch: TorchInstall | None, driver: str | None) -> tuple[Finding, ...]:
+    """`DriverTooOld` when the target's driver branch is older than torch's CUDA needs."""
+    if torch is None or torch.cuda is None or driver is None:
+        return ()
+    needed = _MIN_DRIVER.get(torch.cuda.split(".")[0])
+    branch = int(driver.split(".")[0]) if driver.split(".")[0].isdigit() else None
+    if needed is None or branch is None or branch >= needed:
+        return ()
+    return (Finding(
+        kind=FindingKind.DRIVER_TOO_OLD, severity=Severity.BREAKS_FEATURE,
+        subject=f"driver {driver}",
+        message=f"the NVIDIA driver is {driver}; torch built with CUDA {torch.cuda} needs "
+                f"{needed} or newer: torch imports, but CUDA is unavailable",
+        phases=("any CUDA work",)),)

@@ -59,6 +59,9 @@ JETPACK_BY_L4T = {
 }
 # The GPU each Jetson generation carries, by L4T major (Orin sm_87, Thor sm_110 under CUDA 13).
 _GPU_BY_L4T_MAJOR = {"35": 87, "36": 87, "38": 110}
+# The driver branch each L4T major ships (JetPack release notes: R35 = 35.x/CUDA 11.4,
+# R36 = 540 / CUDA 12.6, R38 = 580 / CUDA 13.0).
+_DRIVER_BY_L4T_MAJOR = {"36": "540", "38": "580"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +84,7 @@ class Platform:
     cudnn: str | None = None
     python: str | None = None
     gpu_arch: int | None = None  # sm_XY as 10*X+Y
+    driver: str | None = None  # NVIDIA driver version or branch ("580", "575.57.08")
 
     @property
     def arch(self) -> str:
@@ -210,6 +214,17 @@ def _read_cudnn(rootfs: RootFS, triplet: str | None) -> str | None:
     return None
 
 
+def _read_driver(rootfs: RootFS, triplet: str | None, l4t: str | None) -> str | None:
+    """The driver version from a desktop driver's file name, else the L4T release's branch."""
+    dirs = [f"/usr/lib/{triplet}", f"/usr/lib/{triplet}/nvidia"] if triplet else []
+    for directory in [*dirs, "/usr/lib64", "/usr/lib"]:
+        for name in sorted(rootfs.list_dir(directory)):
+            match = re.fullmatch(r"libcuda\.so\.(\d{3}\.\d+(?:\.\d+)?)", name)
+            if match:
+                return match.group(1)
+    return _DRIVER_BY_L4T_MAJOR.get(l4t.split(".")[0]) if l4t else None
+
+
 def _read_python(rootfs: RootFS) -> str | None:
     target = rootfs.resolve("/usr/bin/python3")
     if target.real:
@@ -270,4 +285,5 @@ def read_platform(
         cudnn=_read_cudnn(rootfs, triplet),
         python=python or _read_python(rootfs),
         gpu_arch=gpu_arch,
+        driver=_read_driver(rootfs, triplet, l4t),
     )

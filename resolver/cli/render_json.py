@@ -67,6 +67,7 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int) -> dict[st
             "cudnn": platform.cudnn,
             "python": platform.python,
             "gpu_arch": platform.gpu_arch,
+            "driver": platform.driver,
             "system_dirs": list(platform.system_dirs),
             "ld_so_conf_dirs": list(result.loader.conf_dirs),
             "ld_so_cache": result.loader.cache_source,
