@@ -48,7 +48,7 @@ _ELSEWHERE_DEPTH = 6
 _LIBRARY_DIR = re.compile(
     r"lib|lib32|lib64|.*-linux(-gnu)?|nvidia|cuda.*|targets|cu\d+|\d+(\.\d+)*|cudnn|cudss|"
     r"nccl|nvshmem|cusparselt|libcusparseLt|libcudss|nvpl|tensorrt|tegra.*|site-packages|"
-    r"dist-packages|python3(\.\d+)?|local|torch")
+    r"dist-packages|python3(\.\d+)?|local|torch|extras|CUPTI|.*\.libs")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

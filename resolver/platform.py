@@ -226,11 +226,16 @@ def _read_driver(rootfs: RootFS, triplet: str | None, l4t: str | None) -> str | 
 
 
 def _read_python(rootfs: RootFS) -> str | None:
-    target = rootfs.resolve("/usr/bin/python3")
-    if target.real:
-        match = re.search(r"python(\d+\.\d+)$", target.real)
+    """The version `/usr/bin/python3` names (`python3.12`), following links by their text."""
+    path = "/usr/bin/python3"
+    for _ in range(8):
+        match = re.search(r"python(\d+\.\d+)$", path)
         if match:
             return match.group(1)
+        target = rootfs.read_link(path)
+        if target is None:
+            return None
+        path = target if target.startswith("/") else f"{path.rsplit('/', 1)[0]}/{target}"
     return None
 
 

@@ -64,7 +64,9 @@ def _platform_tags(platform: Platform) -> list[str]:
     return tags
 
 
-def wheel_tag_findings(tags: Iterable[str], platform: Platform, *, subject: str) -> tuple[Finding, ...]:
+def wheel_tag_findings(
+    tags: Iterable[str], platform: Platform, *, subject: str
+) -> tuple[Finding, ...]:
     """A `WheelTagMismatch` when none of the wheel's tags is supported by the target.
 
     When the target's Python is unknown, only the platform part (architecture, glibc) is judged.

@@ -237,7 +237,8 @@ def test_version_not_found(tmp_path: Path, build_lib: BuildLib, host_trace: Host
     build_lib(tmp_path / "new", "libv.so.1", soname="libv.so.1", version_script=both,
               source="int jr_v1(void){return 1;} int jr_v2(void){return 2;}")
     top = build_lib(tmp_path, "libtop.so", needed=["libv.so.1"], rpath=f"{tmp_path}/old",
-                    link_dirs=[tmp_path / "new"], source="int jr_v2(void); int f(void){return jr_v2();}")
+                    link_dirs=[tmp_path / "new"],
+                    source="int jr_v2(void); int f(void){return jr_v2();}")
     build_lib(tmp_path / "old", "libv.so.1", soname="libv.so.1",
               version_script="V1 { global: jr_v1; };", source="int jr_v1(void){return 1;}")
     ns = walk(top)

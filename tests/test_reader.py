@@ -1,4 +1,4 @@
-"""ElfFacts read by our reader, cross-checked with binutils readelf on real x86_64 and aarch64 files."""
+"""ElfFacts from our reader, cross-checked with binutils readelf on real x86_64 and aarch64."""
 
 from __future__ import annotations
 
@@ -60,10 +60,10 @@ def readelf_facts(path: Path) -> dict[str, object]:
     flags_1 = re.search(r"\(FLAGS_1\)\s+Flags: (.*)", dynamic)
     return {
         "machine": _MACHINES.get(machine.group(1).strip(), -1) if machine else -1,
-        "soname": (tag("SONAME") or [None])[0],
+        "soname": next(iter(tag("SONAME")), None),
         "needed": tuple(tag("NEEDED")),
-        "rpath": (tag("RPATH") or [None])[0],
-        "runpath": (tag("RUNPATH") or [None])[0],
+        "rpath": next(iter(tag("RPATH")), None),
+        "runpath": next(iter(tag("RUNPATH")), None),
         "nodeflib": bool(flags_1 and "NODEFLIB" in flags_1.group(1)),
         "version_defs": tuple(defs),
         "version_needs": tuple(needs),

@@ -96,11 +96,11 @@ class _Source:
         raise InvalidElf(f"{self.origin}: {what} at offset {offset:#x} is not NUL-terminated")
 
 
-def _header_facts(elf: object) -> tuple[int, int, int]:
+def _header_facts(elf: ELFFile) -> tuple[int, int, int]:
     """Return (e_machine, EI_OSABI, e_type) as numbers; pyelftools gives enum names."""
     from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_EI_OSABI  # noqa: PLC0415
 
-    header = elf.header  # type: ignore[attr-defined]
+    header = elf.header
 
     def number(value: object, table: Mapping[str, int]) -> int:
         return value if isinstance(value, int) else table[str(value)]

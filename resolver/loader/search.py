@@ -67,7 +67,7 @@ def expand_dst(text: str, *, origin: str | None, lib: str, platform: str) -> str
     return None if missing else expanded
 
 
-def split_search_path(
+def split_search_path(  # noqa: PLR0913 - glibc fillin_rpath's inputs, all keyword-only
     text: str,
     *,
     via: Via,

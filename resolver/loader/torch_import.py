@@ -75,7 +75,7 @@ def _parse_cuda_libs(source: str) -> tuple[tuple[str, str], ...] | None:
     except (SyntaxError, ValueError):
         return None
     for node in ast.walk(tree):
-        target = None
+        target: ast.expr | None = None
         if isinstance(node, ast.AnnAssign):
             target, value = node.target, node.value
         elif isinstance(node, ast.Assign) and len(node.targets) == 1:
@@ -161,45 +161,58 @@ def _preload_all(ns: Namespace, torch: TorchInstall, *, why: str) -> list[Attemp
     return attempts
 
 
+def _preload_required(ns: Namespace, torch: TorchInstall) -> tuple[list[Attempt], bool]:
+    """`_preload_cuda_deps(err)`: each library in order, required; True when all loaded.
+
+    The first one that cannot be found raises ValueError, the first that fails to load raises
+    OSError; either ends the preloading.
+    """
+    attempts: list[Attempt] = []
+    for folder, pattern in torch.preload:
+        path = _find_preload(ns.rootfs, torch, folder, pattern)
+        if path is None:
+            attempts.append(Attempt(
+                phase=IMPORT, name=pattern,
+                why=f"torch/__init__.py: _preload_cuda_lib({folder!r}) finds no "
+                    f"nvidia/{folder}/lib/{pattern} on sys.path",
+                ok=False, requests=range(len(ns.requests), len(ns.requests))))
+            return attempts, False
+        preload = _attempt(ns, path, "torch/__init__.py: preload after failure", IMPORT)
+        attempts.append(preload)
+        if not preload.ok:
+            return attempts, False
+    return attempts, True
+
+
+def _global_deps_attempts(ns: Namespace, torch: TorchInstall, lib: str) -> list[Attempt]:
+    """torch/__init__.py's `_load_global_deps`: the CDLL, then the preloads it may fall back on."""
+    global_deps = posixpath.join(lib, "libtorch_global_deps.so")
+    first = _attempt(ns, global_deps, "torch/__init__.py: CDLL(RTLD_GLOBAL)", IMPORT)
+    attempts = [first]
+    missing = _first_missing(ns, first)
+    prefixes = {pattern.split(".", 1)[0] for _, pattern in torch.preload}
+    if first.ok and any((o.facts.soname or "").startswith("libcudart.so") for o in ns.objects):
+        attempts += _preload_all(ns, torch, why="torch/__init__.py: best-effort preload")
+    elif not first.ok and missing and missing.split(".", 1)[0] in prefixes:
+        preloads, recovered = _preload_required(ns, torch)
+        attempts += preloads
+        if recovered:
+            retry = _attempt(ns, global_deps, "torch/__init__.py: CDLL(RTLD_GLOBAL), retry",
+                             IMPORT)
+            attempts.append(retry)
+            if retry.ok:
+                attempts[0] = Attempt(
+                    phase=first.phase, name=first.name, why=first.why, ok=False,
+                    requests=first.requests, superseded=True)
+    return attempts
+
+
 def emulate_torch(ns: Namespace, torch: TorchInstall) -> tuple[Attempt, ...]:
     """Run `import torch`, then every known feature dlopen, in `ns`; return the attempts."""
     attempts: list[Attempt] = []
     lib = posixpath.join(torch.site, "torch", "lib")
     if torch.has_global_deps:
-        global_deps = posixpath.join(lib, "libtorch_global_deps.so")
-        first = _attempt(ns, global_deps, "torch/__init__.py: CDLL(RTLD_GLOBAL)", IMPORT)
-        attempts.append(first)
-        missing = _first_missing(ns, first)
-        prefixes = {pattern.split(".", 1)[0] for _, pattern in torch.preload}
-        if first.ok and any((o.facts.soname or "").startswith("libcudart.so") for o in ns.objects):
-            attempts += _preload_all(ns, torch, why="torch/__init__.py: best-effort preload")
-        elif not first.ok and missing and missing.split(".", 1)[0] in prefixes:
-            # `_preload_cuda_deps(err)`: each library in order, required; the first one that
-            # cannot be found raises ValueError, the first that fails to load raises OSError.
-            recovered = True
-            for folder, pattern in torch.preload:
-                path = _find_preload(ns.rootfs, torch, folder, pattern)
-                if path is None:
-                    attempts.append(Attempt(
-                        phase=IMPORT, name=pattern,
-                        why=f"torch/__init__.py: _preload_cuda_lib({folder!r}) finds no "
-                            f"nvidia/{folder}/lib/{pattern} on sys.path",
-                        ok=False, requests=range(len(ns.requests), len(ns.requests))))
-                    recovered = False
-                    break
-                preload = _attempt(ns, path, "torch/__init__.py: preload after failure", IMPORT)
-                attempts.append(preload)
-                if not preload.ok:
-                    recovered = False
-                    break
-            if recovered:
-                retry = _attempt(ns, global_deps, "torch/__init__.py: CDLL(RTLD_GLOBAL), retry",
-                                 IMPORT)
-                attempts.append(retry)
-                if retry.ok:
-                    attempts[attempts.index(first)] = Attempt(
-                        phase=first.phase, name=first.name, why=first.why, ok=False,
-                        requests=first.requests, superseded=True)
+        attempts += _global_deps_attempts(ns, torch, lib)
     if torch.extension:
         attempts.append(_attempt(ns, posixpath.join(torch.site, "torch", torch.extension),
                                  "python: import torch._C", IMPORT))

@@ -222,28 +222,40 @@ class Namespace:
             tried.append(Candidate(via=via, path=path, outcome=Outcome.NOT_ELF, owner=owner,
                                    detail=reason))
             return f"invalid ELF header ({reason})"
+        outcome, detail = self._fit(facts, wanted)
+        tried.append(Candidate(via=via, path=path, outcome=outcome, owner=owner, detail=detail))
+        return (path, found.real, facts) if outcome is Outcome.FOUND else None
+
+    def _fit(self, facts: ElfFacts, wanted: ElfFacts | None) -> tuple[Outcome, str | None]:
+        """`open_verify`'s check: FOUND, or why a file of another class or machine is skipped."""
         machine = wanted.machine if wanted else self.platform.machine
         elf_class = wanted.elf_class if wanted else self.platform.elf_class
         if facts.elf_class != elf_class:
-            tried.append(Candidate(via=via, path=path, outcome=Outcome.WRONG_CLASS, owner=owner,
-                                   detail=f"ELF{32 * int(facts.elf_class)}"))
-            return None
+            return Outcome.WRONG_CLASS, f"ELF{32 * int(facts.elf_class)}"
         if facts.machine != machine:
-            tried.append(Candidate(via=via, path=path, outcome=Outcome.WRONG_MACHINE, owner=owner,
-                                   detail=facts.machine_name))
-            return None
-        tried.append(Candidate(via=via, path=path, outcome=Outcome.FOUND, owner=owner))
-        return path, found.real, facts
+            return Outcome.WRONG_MACHINE, facts.machine_name
+        return Outcome.FOUND, None
 
     def _locate(self, name: str, requester: LoadedObject | None
                 ) -> tuple[tuple[str, str, ElfFacts] | None, list[Candidate], str | None]:
         tried: list[Candidate] = []
         wanted = requester.facts if requester else None
+        result: tuple[str, str, ElfFacts] | str | None
         if "/" in name:
-            result = self._try(name, Via.PATH, None, wanted, tried)
-            if isinstance(result, str):
-                return None, tried, result
-            return (None if isinstance(result, _Stop) else result), tried, None
+            opened = self._try(name, Via.PATH, None, wanted, tried)
+            result = None if isinstance(opened, _Stop) else opened
+        else:
+            result = self._search_path(name, requester, wanted, tried)
+            nodeflib = requester is not None and requester.facts.nodeflib
+            if result is None and not nodeflib:
+                result = self._search_system(name, wanted, tried)
+        if isinstance(result, str):
+            return None, tried, result
+        return result, tried, None
+
+    def _search_path(self, name: str, requester: LoadedObject | None, wanted: ElfFacts | None,
+                     tried: list[Candidate]) -> tuple[str, str, ElfFacts] | str | None:
+        """DT_RPATH, LD_LIBRARY_PATH and DT_RUNPATH: the found file, a fatal error or None."""
         abandoned: set[tuple[Via, str | None]] = set()
         for entry in self._search_dirs(requester):
             if (entry.via, entry.owner) in abandoned:
@@ -256,35 +268,32 @@ class Namespace:
                                        outcome=Outcome.ABSENT, owner=entry.owner,
                                        detail="relative to the working directory"))
                 continue
-            result = self._try(posixpath.join(directory, name), entry.via, entry.owner, wanted, tried)
+            result = self._try(posixpath.join(directory, name), entry.via, entry.owner, wanted,
+                               tried)
             if isinstance(result, _Stop):
                 abandoned.add((entry.via, entry.owner))
-                continue
-            if isinstance(result, str):
-                return None, tried, result
+            elif result is not None:
+                return result
+        return None
+
+    def _search_system(self, name: str, wanted: ElfFacts | None,
+                       tried: list[Candidate]) -> tuple[str, str, ElfFacts] | str | None:
+        """ld.so.cache, then the default directories: the found file, a fatal error or None."""
+        cached = self.find_in_cache(name) if self.find_in_cache else None
+        if cached is None:
+            tried.append(Candidate(via=Via.LD_SO_CACHE, path=name, outcome=Outcome.ABSENT,
+                                   detail="no entry"))
+        else:
+            result = self._try(cached, Via.LD_SO_CACHE, None, wanted, tried)
+            if not isinstance(result, _Stop) and result is not None:
+                return result
+        for directory in self.platform.system_dirs:
+            result = self._try(posixpath.join(directory, name), Via.DEFAULT, None, wanted, tried)
+            if isinstance(result, _Stop):
+                break
             if result is not None:
-                return result, tried, None
-        nodeflib = requester is not None and requester.facts.nodeflib
-        if not nodeflib:
-            cached = self.find_in_cache(name) if self.find_in_cache else None
-            if cached is None:
-                tried.append(Candidate(via=Via.LD_SO_CACHE, path=name, outcome=Outcome.ABSENT,
-                                       detail="no entry"))
-            else:
-                result = self._try(cached, Via.LD_SO_CACHE, None, wanted, tried)
-                if isinstance(result, str):
-                    return None, tried, result
-                if isinstance(result, tuple):
-                    return result, tried, None
-            for directory in self.platform.system_dirs:
-                result = self._try(posixpath.join(directory, name), Via.DEFAULT, None, wanted, tried)
-                if isinstance(result, _Stop):
-                    break
-                if isinstance(result, str):
-                    return None, tried, result
-                if result is not None:
-                    return result, tried, None
-        return None, tried, None
+                return result
+        return None
 
     def _map(self, name: str, requester: LoadedObject | None, phase: str,
              state: _State) -> LoadedObject | None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from cli_helpers import run_cli, subjects, validate
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from _data import HostTrace, QemuTrace
 
 pytestmark = pytest.mark.slow

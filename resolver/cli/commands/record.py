@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform as host_platform
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -135,7 +136,7 @@ def register(app: typer.Typer) -> None:
             root=root, out=out, name=name or out.resolve().name, description=description,
             python=python, site_packages=site_packages, site_only=site_only, site_at=site_at,
             composed_from=composed_from, gpu_arch=gpu_arch,
-            command="jetson-resolve " + " ".join(sys.argv[1:])))
+            command=shlex.join(["jetson-resolve", *sys.argv[1:]])))
         if as_json:
             sys.stdout.write(json.dumps(result, sort_keys=True, indent=2) + "\n")
         else:
