@@ -200,8 +200,11 @@ def diagnose(
     elsewhere = _Elsewhere(rootfs, torch.sys_path)
     findings = list(load_findings(attempts, ns.requests, objects, ns.version_problems,
                                   locate_elsewhere=elsewhere))
-    live = ns.objects
-    findings += gpu_findings(live, platform, find_kernel_for)
+    live = ns.objects  # after torch's own loading, including what a failed import._C found
+    # torch's own GPU code decides whether torch runs on the target GPU; NVIDIA's libraries of
+    # a CUDA release cover that release's GPUs and may carry code kinds (LTO-IR) we do not read.
+    own = tuple(o for o in live if o.path.startswith(posixpath.join(site, "torch") + "/"))
+    findings += gpu_findings(own, platform, find_kernel_for)
     findings += cudnn_findings(torch, live, _cudnn_version(rootfs, platform))
     findings += driver_findings(torch, platform.driver)
     if wheel_tags is None:

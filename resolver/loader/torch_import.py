@@ -140,10 +140,10 @@ def _find_preload(rootfs: RootFS, torch: TorchInstall, folder: str, pattern: str
     return None
 
 
-def _attempt(ns: Namespace, name: str, why: str, phase: str, requester: int | None = None
-             ) -> Attempt:
+def _attempt(ns: Namespace, name: str, why: str, phase: str, requester: int | None = None,
+             *, keep: bool = False) -> Attempt:
     first = len(ns.requests)
-    ok = ns.dlopen(name, phase=phase, requester=requester)
+    ok = ns.dlopen(name, phase=phase, requester=requester, keep_on_failure=keep)
     return Attempt(phase=phase, name=name, why=why, ok=ok, requests=range(first, len(ns.requests)))
 
 
@@ -214,8 +214,10 @@ def emulate_torch(ns: Namespace, torch: TorchInstall) -> tuple[Attempt, ...]:
     if torch.has_global_deps:
         attempts += _global_deps_attempts(ns, torch, lib)
     if torch.extension:
+        # Kept even when it fails, as ld.so's trace mode goes on: what did load stays loaded,
+        # so the features torch opens later are diagnosed too, not hidden behind the import.
         attempts.append(_attempt(ns, posixpath.join(torch.site, "torch", torch.extension),
-                                 "python: import torch._C", IMPORT))
+                                 "python: import torch._C", IMPORT, keep=True))
     data = _data()
     for item in data["torch_lib_files"]:
         if item["file"] in torch.lib_files:

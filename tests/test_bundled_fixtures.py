@@ -1,0 +1,97 @@
+"""The bundled fixtures diagnose as a Thor (or Orin) user would expect; they ship in the package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli, subjects, validate
+
+from resolver.fixture.catalog import bundled_fixtures, find_fixture
+from resolver.fixture.model import parse_fixture_dir
+
+TOP = Path(__file__).resolve().parent.parent
+
+
+def test_every_bundled_fixture_parses_and_says_it_was_composed() -> None:
+    names = bundled_fixtures()
+    assert {"thor-jp7.0", "orin-jp6.2", "torch-2.11.0-aarch64", "torch-2.9.1-aarch64-cpu"} <= set(names)
+    for name in names:
+        fixture = parse_fixture_dir(find_fixture(name))
+        assert fixture.manifest.provenance == "composed"  # never "recorded on hardware"
+        assert fixture.manifest.packages, name
+        assert all(p["origin"] in ("pypi", "debian") for p in fixture.manifest.packages)
+        assert fixture.manifest.hand_written, name
+
+
+def test_thor_driver_is_marked_hand_written() -> None:
+    thor = parse_fixture_dir(find_fixture("thor-jp7.0"))
+    written = {row["path"] for row in thor.manifest.hand_written}
+    assert "/usr/lib/aarch64-linux-gnu/nvidia/libcuda.so.1.1" in written
+    assert "/etc/nv_tegra_release" in written
+
+
+def test_torch_2_11_on_thor() -> None:
+    run = run_cli("diagnose", "--fixture", "thor-jp7.0", "--torch-fixture",
+                  "torch-2.11.0-aarch64", "--json")
+    assert run.code == 1
+    document = run.json()
+    validate("diagnose", document)
+    target = document["target"]
+    assert (target["l4t"], target["jetpack"], target["gpu_arch"]) == ("38.2.0", "7.0", 110)
+    assert target["cuda_flavour"] == "sbsa"
+    blocking = subjects(document, "blocks-import")
+    # JetPack ships none of these; the wheel needs them.
+    assert {"libcusparseLt.so.0", "libnccl.so.2", "libnvshmem_host.so.3"} <= blocking
+    # The CUDA 13 runtime comes from the toolkit, registered through etc/ld.so.conf.d.
+    toolkit = "/usr/local/cuda-13.0/targets/sbsa-linux/lib"
+    assert toolkit in target["ld_so_conf_dirs"]
+    for name in ("libcudart.so.13", "libcublas.so.13", "libcufft.so.12", "libcusparse.so.12"):
+        assert name not in blocking
+        loaded = [o for o in document["objects"] if o["soname"] == name]
+        assert loaded and loaded[0]["real"].startswith(toolkit), name
+    # cuDNN 9.12 on the system, torch built with 9.19: refused at first use.
+    cudnn = [f for f in document["findings"] if f["kind"] == "cudnn-too-old"]
+    assert len(cudnn) == 1 and "9.19" in cudnn[0]["message"] and "9.12" in cudnn[0]["subject"]
+    # The wheel carries sm_110 code: no kernel finding.
+    assert "no-kernel-for-gpu" not in {f["kind"] for f in document["findings"]}
+    cuda = next(o for o in document["objects"] if o["soname"] == "libtorch_cuda.so")
+    assert "sm_110" in cuda["gpu_code"]
+
+
+def test_torch_2_11_on_orin_fails_on_cuda_13_and_the_driver() -> None:
+    run = run_cli("diagnose", "--fixture", "orin-jp6.2", "--torch-fixture",
+                  "torch-2.11.0-aarch64", "--json")
+    assert run.code == 1
+    document = run.json()
+    blocking = subjects(document, "blocks-import", "missing-library")
+    assert {"libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13"} <= blocking
+    assert all(".so.13" in n or n in {"libcufft.so.12", "libcusparseLt.so.0", "libnccl.so.2",
+                                      "libnvshmem_host.so.3"} for n in blocking)
+    assert any(f["kind"] == "driver-too-old" for f in document["findings"])
+
+
+def test_cpu_torch_loads_on_thor_and_check_says_so(tmp_path: Path) -> None:
+    good = run_cli("check", "--fixture", "thor-jp7.0", "--torch-fixture",
+                   "torch-2.9.1-aarch64-cpu", "--junit", str(tmp_path / "good.xml"))
+    assert good.code == 0
+    bad = run_cli("check", "--fixture", "thor-jp7.0", "--fixture", "orin-jp6.2",
+                  "--torch-fixture", "torch-2.11.0-aarch64", "--json")
+    assert bad.code == 1
+    assert [f["import_torch"] for f in bad.json()["fixtures"]] == ["fails", "fails"]
+
+
+@pytest.mark.slow
+def test_plain_pip_install_carries_the_fixtures(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                    "-q", "-w", str(tmp_path), str(TOP)], check=True)
+    wheel = next(tmp_path.glob("jetson_resolve-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for fixture in ("thor-jp7.0", "orin-jp6.2", "torch-2.11.0-aarch64", "torch-2.9.1-aarch64-cpu"):
+        assert f"resolver/bundled/{fixture}/manifest.toml" in names
+        assert f"resolver/bundled/{fixture}/files.json" in names
+    assert "resolver/cli/schemas/diagnose.json" in names
+    assert "resolver/loader/dlopen.json" in names
