@@ -128,9 +128,12 @@ class _Elsewhere:
     def _scan(self) -> dict[str, list[str]]:
         index: dict[str, list[str]] = {}
         seen: set[str] = set()
+        # Under /opt vendors pick their own folder names; elsewhere only library-like names.
         stack = [(top, 0) for top in reversed(self.tops)]
+        permissive = {"/opt"}
         while stack:
             directory, depth = stack.pop()
+            open_names = depth == 0 and directory in permissive
             real = self.rootfs.resolve(directory).real
             if real is None or real in seen:
                 continue
@@ -140,7 +143,7 @@ class _Elsewhere:
                 if ".so" in name:
                     index.setdefault(name, []).append(path)
                 elif (entry.kind != "file" and depth < _ELSEWHERE_DEPTH
-                      and (depth == 0 or _LIBRARY_DIR.fullmatch(name))):
+                      and (open_names or _LIBRARY_DIR.fullmatch(name))):
                     stack.append((path, depth + 1))
         return index
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from resolver.elf.facts import ElfClass, Machine
 
 if TYPE_CHECKING:
+    from resolver.elf.cache import FactsCache
     from resolver.elf.facts import ElfFacts
     from resolver.rootfs import RootFS
 
@@ -135,9 +136,12 @@ def _glibc_of(facts: ElfFacts) -> str | None:
     return ".".join(str(p) for p in max(versions)) if versions else None
 
 
-def _read_libc(rootfs: RootFS, machine_hint: int | None) -> tuple[ElfFacts | None, str | None]:
-    from resolver.elf.reader import read_elf_facts  # noqa: PLC0415
+def _read_libc(rootfs: RootFS, machine_hint: int | None, cache: FactsCache | None
+               ) -> tuple[ElfFacts | None, str | None]:
+    from resolver.elf.cache import FactsCache, read_facts  # noqa: PLC0415
     from resolver.errors import InvalidElf  # noqa: PLC0415
+
+    facts_cache = cache if cache is not None else FactsCache(None)
 
     order = sorted(_TRIPLETS, key=lambda m: m != machine_hint)
     candidates: list[tuple[str, str | None]] = [
@@ -148,13 +152,10 @@ def _read_libc(rootfs: RootFS, machine_hint: int | None) -> tuple[ElfFacts | Non
         found = rootfs.find_file(directory, "libc.so.6")
         if found is None or not found.ok or found.real is None:
             continue
-        stream, size = rootfs.open(found.real)
-        with stream:
-            try:
-                facts = read_elf_facts(stream, origin=rootfs.host_label(found.real), size=size)
-            except InvalidElf:
-                continue
-            return facts, triplet
+        try:
+            return read_facts(rootfs, found.real, facts_cache), triplet
+        except InvalidElf:
+            continue
     return None, None
 
 
@@ -180,7 +181,8 @@ def _read_cuda(rootfs: RootFS) -> tuple[str | None, str | None]:
             headers = [f"{top}/include/cuda_runtime_api.h",
                        *(f"{top}/targets/{t}/include/cuda_runtime_api.h" for t in sorted(targets))]
             for header in headers:
-                text = rootfs.read_text(header) or ""
+                # The define sits near the top of a 600 KB header: read only the start.
+                text = rootfs.read_text(header, 16384) or ""
                 match = re.search(r"#define\s+CUDART_VERSION\s+(\d+)", text)
                 if match:
                     number = int(match.group(1))
@@ -245,13 +247,15 @@ def read_platform(
     machine_hint: int | None = None,
     gpu_arch: int | None = None,
     python: str | None = None,
+    cache: FactsCache | None = None,
 ) -> Platform:
     """Read the platform facts of a root.
 
     `machine_hint` is the e_machine to assume when the root holds no C library (a bare
-    directory); `gpu_arch` and `python` override what the root says.
+    directory); `gpu_arch` and `python` override what the root says; `cache` serves the C
+    library's facts without reading it again.
     """
-    libc, triplet = _read_libc(rootfs, machine_hint)
+    libc, triplet = _read_libc(rootfs, machine_hint, cache)
     machine = libc.machine if libc else (machine_hint or Machine.X86_64)
     elf_class = libc.elf_class if libc else ElfClass.ELF64
     if (triplet is None and machine in _TRIPLETS

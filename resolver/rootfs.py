@@ -207,24 +207,16 @@ class RootFS:
         host = mount.host_path(rel)
         return host if host is not None else f"{mount.label}!{rel}"
 
-    def read_bytes(self, path: str) -> bytes | None:
-        """Bytes of a file of the root, or None when there is no such regular file."""
+    def read_bytes(self, path: str, limit: int = -1) -> bytes | None:
+        """Bytes of a file of the root (the first `limit`), None when there is no such file."""
         found = self.resolve(path)
         if not found.ok or found.real is None or self.kind_of(found.real) != EntryKind.FILE:
             return None
         stream, _ = self.open(found.real)
         with stream:
-            return stream.read()
+            return stream.read(limit)
 
-    def read_text(self, path: str) -> str | None:
+    def read_text(self, path: str, limit: int = -1) -> str | None:
         """Text of a file of the root (UTF-8, undecodable bytes kept), or None when absent."""
-        data = self.read_bytes(path)
+        data = self.read_bytes(path, limit)
         return None if data is None else data.decode("utf-8", "surrogateescape")
-
-    def is_regular_host_file(self, real: str) -> bool:
-        """True when a resolved path is a regular file (used for sanity checks)."""
-        host = self.host_label(real)
-        try:
-            return stat.S_ISREG(os.stat(host).st_mode)
-        except OSError:
-            return False

@@ -28,6 +28,7 @@ PTX it over-reports: `compute_110f` can be JIT-compiled only within major 11, wh
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,12 @@ _KINDS = {1: GpuCodeKind.PTX, 2: GpuCodeKind.SASS}
 _FLAG_ARCH_SPECIFIC = 0x100000  # sm_XXa
 _ZERO_CHUNK = 256  # first read when skipping padding; real gaps are below the section alignment
 _ZERO_CHUNK_MAX = 1 << 20
+
+
+@functools.lru_cache(maxsize=256)
+def _code(kind: GpuCodeKind, arch: int, arch_specific: bool) -> GpuCode:
+    # Thousands of entries name a dozen codes: build each value once (GpuCode is immutable).
+    return GpuCode(kind=kind, arch=arch, arch_specific=arch_specific)
 
 
 def _read_exact(read: Callable[[int, int], bytes], offset: int, length: int, origin: str) -> bytes:
@@ -109,9 +116,7 @@ def _iter_entries(
                     f"{origin}: .nv_fatbin entry at offset {pos:#x}: kind {kind} names no "
                     "architecture"
                 )
-            yield GpuCode(
-                kind=code_kind, arch=arch, arch_specific=bool(flags & _FLAG_ARCH_SPECIFIC)
-            )
+            yield _code(code_kind, arch, bool(flags & _FLAG_ARCH_SPECIFIC))
         pos = following
 
 

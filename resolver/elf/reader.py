@@ -13,6 +13,8 @@ does not cache (`resolver.elf.cache`).
 
 from __future__ import annotations
 
+import io
+import mmap
 import struct
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -61,23 +63,51 @@ _STRING_CHUNK = 256
 
 
 class _Source:
-    """Positioned reads over the stream, each checked for length."""
+    """Positioned reads over the file, each checked for length.
 
-    __slots__ = ("origin", "size", "stream")
+    Reads go through a memory map of the file (or the buffer of an in-memory stream), so the
+    thousands of small reads a `.nv_fatbin` walk makes cost a slice each, not a seek and a
+    system call, and only the pages touched are read from disk.
+    """
+
+    __slots__ = ("_map", "buffer", "origin", "size", "stream")
 
     def __init__(self, stream: BinaryIO, origin: str, size: int) -> None:
         self.stream = stream
         self.origin = origin
         self.size = size
+        self._map: mmap.mmap | None = None
+        self.buffer: memoryview | None = None
+        if isinstance(stream, io.BytesIO):
+            self.buffer = stream.getbuffer()
+        elif size > 0:
+            try:
+                self._map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+                self.buffer = memoryview(self._map)
+            except (OSError, ValueError, io.UnsupportedOperation):
+                self._map = None  # not a mappable file: fall back to seek and read
+
+    def close(self) -> None:
+        """Release the buffer and the memory map."""
+        if self.buffer is not None:
+            self.buffer.release()
+            self.buffer = None
+        if self._map is not None:
+            self._map.close()
+            self._map = None
 
     def read(self, offset: int, length: int, what: str) -> bytes:
+        """`length` bytes at `offset`, or InvalidElf naming `what` when they are not there."""
         if offset < 0 or length < 0 or offset + length > self.size:
             raise InvalidElf(
                 f"{self.origin}: {what} at offset {offset:#x} (+{length}) lies past the end "
                 f"of the file ({self.size} bytes)"
             )
-        self.stream.seek(offset)
-        data = self.stream.read(length)
+        if self.buffer is not None:
+            data = bytes(self.buffer[offset : offset + length])
+        else:
+            self.stream.seek(offset)
+            data = self.stream.read(length)
         if len(data) != length:
             raise InvalidElf(f"{self.origin}: {what} cut short at offset {offset:#x}")
         return data
@@ -271,40 +301,43 @@ def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) ->
     if size is None:
         size = stream.seek(0, 2)
     source = _Source(stream, origin, size)
-    magic = source.read(0, 4, "ELF magic") if size >= 4 else b""
-    if magic != ELF_MAGIC:
-        shown = magic or f"{size}-byte file"
-        raise InvalidElf(f"{origin}: not an ELF file (magic {shown!r})")
-    layout = _Layout(source)
-    if layout.dynamic is None:
-        return ElfFacts(elf_class=layout.elf_class, endian=layout.endian, machine=layout.machine,
-                        osabi=layout.osabi, elf_type=layout.type, has_dynamic=False,
-                        gpu_code=_read_fatbin(source, layout))
-    tags = _read_dynamic(source, layout, layout.dynamic)
-    dyn = dict(tags)
-    if _DT_STRTAB not in dyn:
-        raise InvalidElf(f"{origin}: dynamic section has no DT_STRTAB")
-    strtab = layout.offset_of(dyn[_DT_STRTAB], origin, "DT_STRTAB")
-    strsz = dyn.get(_DT_STRSZ, source.size - strtab)
+    try:
+        magic = source.read(0, 4, "ELF magic") if size >= 4 else b""
+        if magic != ELF_MAGIC:
+            shown = magic or f"{size}-byte file"
+            raise InvalidElf(f"{origin}: not an ELF file (magic {shown!r})")
+        layout = _Layout(source)
+        if layout.dynamic is None:
+            return ElfFacts(elf_class=layout.elf_class, endian=layout.endian, machine=layout.machine,
+                            osabi=layout.osabi, elf_type=layout.type, has_dynamic=False,
+                            gpu_code=_read_fatbin(source, layout))
+        tags = _read_dynamic(source, layout, layout.dynamic)
+        dyn = dict(tags)
+        if _DT_STRTAB not in dyn:
+            raise InvalidElf(f"{origin}: dynamic section has no DT_STRTAB")
+        strtab = layout.offset_of(dyn[_DT_STRTAB], origin, "DT_STRTAB")
+        strsz = dyn.get(_DT_STRSZ, source.size - strtab)
 
-    def string(index: int, what: str) -> str:
-        if index >= strsz:
-            raise InvalidElf(f"{origin}: {what} string index {index} past DT_STRSZ {strsz}")
-        return source.read_cstring(strtab + index, what)
+        def string(index: int, what: str) -> str:
+            if index >= strsz:
+                raise InvalidElf(f"{origin}: {what} string index {index} past DT_STRSZ {strsz}")
+            return source.read_cstring(strtab + index, what)
 
-    version_defs, version_needs = _read_versions(source, layout, string, dyn)
-    return ElfFacts(
-        elf_class=layout.elf_class,
-        endian=layout.endian,
-        machine=layout.machine,
-        osabi=layout.osabi,
-        elf_type=layout.type,
-        soname=string(dyn[_DT_SONAME], "DT_SONAME") if _DT_SONAME in dyn else None,
-        needed=tuple(string(value, "DT_NEEDED") for tag, value in tags if tag == _DT_NEEDED),
-        rpath=string(dyn[_DT_RPATH], "DT_RPATH") if _DT_RPATH in dyn else None,
-        runpath=string(dyn[_DT_RUNPATH], "DT_RUNPATH") if _DT_RUNPATH in dyn else None,
-        nodeflib=bool(dyn.get(_DT_FLAGS_1, 0) & _DF_1_NODEFLIB),
-        version_defs=version_defs,
-        version_needs=version_needs,
-        gpu_code=_read_fatbin(source, layout),
-    )
+        version_defs, version_needs = _read_versions(source, layout, string, dyn)
+        return ElfFacts(
+            elf_class=layout.elf_class,
+            endian=layout.endian,
+            machine=layout.machine,
+            osabi=layout.osabi,
+            elf_type=layout.type,
+            soname=string(dyn[_DT_SONAME], "DT_SONAME") if _DT_SONAME in dyn else None,
+            needed=tuple(string(value, "DT_NEEDED") for tag, value in tags if tag == _DT_NEEDED),
+            rpath=string(dyn[_DT_RPATH], "DT_RPATH") if _DT_RPATH in dyn else None,
+            runpath=string(dyn[_DT_RUNPATH], "DT_RUNPATH") if _DT_RUNPATH in dyn else None,
+            nodeflib=bool(dyn.get(_DT_FLAGS_1, 0) & _DF_1_NODEFLIB),
+            version_defs=version_defs,
+            version_needs=version_needs,
+            gpu_code=_read_fatbin(source, layout),
+        )
+    finally:
+        source.close()

@@ -68,25 +68,49 @@ def _data() -> dict[str, Any]:
     return data
 
 
-def _parse_cuda_libs(source: str) -> tuple[tuple[str, str], ...] | None:
-    """The `cuda_libs` literal of torch/__init__.py, or None when it is not there."""
+_CUDA_LIBS = re.compile(r"^[ \t]*cuda_libs\s*(?::[^=\n]*)?=\s*(?=[\[{])", re.MULTILINE)
+
+
+def _literal_at(source: str, start: int) -> str | None:
+    """The bracketed Python literal starting at `start`, found with the tokenizer."""
+    import io  # noqa: PLC0415
+    import tokenize  # noqa: PLC0415
+
+    depth = 0
+    lines = source[start:].splitlines(keepends=True)
     try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+        for token in tokenize.generate_tokens(io.StringIO("".join(lines)).readline):
+            if token.type == tokenize.OP and token.string in "([{":
+                depth += 1
+            elif token.type == tokenize.OP and token.string in ")]}":
+                depth -= 1
+                if depth == 0:
+                    row, col = token.end
+                    return "".join(lines[: row - 1]) + lines[row - 1][:col]
+    except (tokenize.TokenError, SyntaxError):
         return None
-    for node in ast.walk(tree):
-        target: ast.expr | None = None
-        if isinstance(node, ast.AnnAssign):
-            target, value = node.target, node.value
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target, value = node.targets[0], node.value
-        if isinstance(target, ast.Name) and target.id == "cuda_libs" and value is not None:
-            try:
-                literal = ast.literal_eval(value)
-            except ValueError:
-                return None
-            pairs = literal.items() if isinstance(literal, dict) else literal
+    return None
+
+
+def _parse_cuda_libs(source: str) -> tuple[tuple[str, str], ...] | None:
+    """The `cuda_libs` literal of torch/__init__.py, or None when it is not there.
+
+    Only the literal is tokenised and evaluated: parsing the whole 100 KB file would cost more
+    than the rest of a cached diagnose.
+    """
+    for match in _CUDA_LIBS.finditer(source):
+        text = _literal_at(source, match.end())
+        if text is None:
+            continue
+        try:
+            literal = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        pairs = literal.items() if isinstance(literal, dict) else literal
+        try:
             return tuple((str(a), str(b)) for a, b in pairs)
+        except (TypeError, ValueError):
+            continue
     return None
 
 

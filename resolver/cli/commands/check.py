@@ -11,13 +11,11 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
-from xml.etree import ElementTree as ET
 
 import typer
 
 from resolver.cli.app import fail, guarded
 from resolver.cli.exitcodes import ExitCode
-from resolver.findings import Severity
 
 if TYPE_CHECKING:
     from resolver.diagnose import Diagnosis
@@ -27,6 +25,9 @@ __all__ = ["junit_xml", "register"]
 
 def junit_xml(results: list[tuple[str, Diagnosis, float]], input_name: str) -> str:
     """A JUnit report: a test case per fixture, failed when something blocks `import torch`."""
+    from xml.etree import ElementTree as ET  # noqa: PLC0415, N817 - the usual name
+
+    from resolver.findings import Severity  # noqa: PLC0415
     failures = sum(1 for _, result, _ in results if result.blocks_import)
     suite = ET.Element("testsuite", name="jetson-resolve check", tests=str(len(results)),
                        failures=str(failures), errors="0",
@@ -64,6 +65,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Exit non-zero if the torch would fail to import on any of the recorded targets."""
         from resolver.cli.commands.diagnose import prepare, run_diagnose  # noqa: PLC0415
+        from resolver.findings import Severity  # noqa: PLC0415
 
         if wheel is None and site_packages is None and torch_fixture is None:
             raise fail("give the torch to check: --wheel, --site-packages or --torch-fixture")

@@ -179,8 +179,8 @@ def run_diagnose(inputs: DiagnoseInputs) -> tuple[Diagnosis, RootFS]:
         site, mounts = _place(root, inputs.site)
     sys_path = tuple(_place(root, p)[0] for p in inputs.sys_path)
     rootfs = RootFS(root, mounts=mounts)
-    platform = read_platform(rootfs, gpu_arch=gpu_arch, python=inputs.python)
     cache = FactsCache(default_cache_path() if inputs.use_cache else None)
+    platform = read_platform(rootfs, gpu_arch=gpu_arch, python=inputs.python, cache=cache)
     for mount in mounts.values():
         if isinstance(mount, ZipMount):
             # Inflate the shared libraries whose facts are not cached on worker threads now,

@@ -77,7 +77,7 @@ def _record(  # noqa: PLR0913 - mirrors the options
                 raise fail(f"--site-packages {site_packages}: not inside --root {root}")
             sites = ("/" + os.path.relpath(resolved, base).lstrip("."),) if base != "/" else (
                 resolved,)
-        platform = read_platform(rootfs)
+        platform = read_platform(rootfs, cache=cache)
         entries, skipped = record_root(rootfs, platform, cache, sites=sites)
     cache.save()
     manifest = Manifest(
