@@ -51,12 +51,15 @@ _ZERO_CHUNK_MAX = 1 << 20
 
 
 @functools.lru_cache(maxsize=256)
-def _code(kind: GpuCodeKind, arch: int, arch_specific: bool) -> GpuCode:
-    # Thousands of entries name a dozen codes: build each value once (GpuCode is immutable).
-    return GpuCode(kind=kind, arch=arch, arch_specific=arch_specific)
+def _code(kind: int, arch: int, arch_specific: bool) -> GpuCode:
+    # Thousands of entries name a dozen codes: build each value once (GpuCode is immutable),
+    # keyed by plain ints, whose hashing is cheap (an Enum's is not).
+    return GpuCode(kind=_KINDS[kind], arch=arch, arch_specific=arch_specific)
 
 
-def _read_exact(read: Callable[[int, int], bytes], offset: int, length: int, origin: str) -> bytes:
+def _read_exact(
+    read: Callable[[int, int], bytes | memoryview], offset: int, length: int, origin: str
+) -> bytes | memoryview:
     data = read(offset, length)[:length]
     if len(data) != length:
         raise InvalidElf(
@@ -66,12 +69,12 @@ def _read_exact(read: Callable[[int, int], bytes], offset: int, length: int, ori
     return data
 
 
-def _skip_zeros(read: Callable[[int, int], bytes], size: int, pos: int, origin: str) -> int:
+def _skip_zeros(read: Callable[[int, int], bytes | memoryview], size: int, pos: int, origin: str) -> int:
     """Return the first non-zero offset at or after `pos` (or `size`); it must be 8-aligned."""
     chunk = _ZERO_CHUNK
     while pos < size:
         want = min(chunk, size - pos)
-        data = _read_exact(read, pos, want, origin)
+        data = bytes(_read_exact(read, pos, want, origin))
         zeros = len(data) - len(data.lstrip(b"\0"))
         if zeros < want:
             pos += zeros
@@ -87,7 +90,7 @@ def _skip_zeros(read: Callable[[int, int], bytes], size: int, pos: int, origin: 
 
 
 def _iter_entries(
-    read: Callable[[int, int], bytes], pos: int, end: int, origin: str
+    read: Callable[[int, int], bytes | memoryview], pos: int, end: int, origin: str
 ) -> Iterator[GpuCode]:
     while pos < end:
         if end - pos < _MIN_ENTRY_HEADER:
@@ -109,19 +112,18 @@ def _iter_entries(
                 f"{origin}: .nv_fatbin entry at offset {pos:#x}: header {header_size} + "
                 f"payload {payload_size} bytes run past its container's end {end:#x}"
             )
-        code_kind = _KINDS.get(kind)
-        if code_kind is not None:
+        if kind in _KINDS:
             if arch == 0:
                 raise InvalidElf(
                     f"{origin}: .nv_fatbin entry at offset {pos:#x}: kind {kind} names no "
                     "architecture"
                 )
-            yield _code(code_kind, arch, bool(flags & _FLAG_ARCH_SPECIFIC))
+            yield _code(kind, arch, bool(flags & _FLAG_ARCH_SPECIFIC))
         pos = following
 
 
 def iter_fatbin_codes(
-    read: Callable[[int, int], bytes], size: int, *, origin: str
+    read: Callable[[int, int], bytes | memoryview], size: int, *, origin: str
 ) -> Iterator[GpuCode]:
     """Yield the code of every PTX and cubin entry of a `.nv_fatbin` section, in file order.
 
@@ -169,7 +171,7 @@ def iter_fatbin_codes(
 
 
 def parse_fatbin_codes(
-    read: Callable[[int, int], bytes], size: int, *, origin: str
+    read: Callable[[int, int], bytes | memoryview], size: int, *, origin: str
 ) -> tuple[GpuCode, ...]:
     """Return the distinct GPU codes of a `.nv_fatbin` section, sorted by `GpuCode.sort_key`.
 
@@ -177,8 +179,9 @@ def parse_fatbin_codes(
         InvalidElf: as `iter_fatbin_codes`.
 
     """
-    codes = set(iter_fatbin_codes(read, size, origin=origin))
-    return tuple(sorted(codes, key=lambda code: code.sort_key))
+    # Codes are interned by `_code`, so identity tells duplicates apart without hashing them.
+    codes = {id(code): code for code in iter_fatbin_codes(read, size, origin=origin)}
+    return tuple(sorted(codes.values(), key=lambda code: code.sort_key))
 
 
 def _runs_on(code: GpuCode, gpu_arch: int) -> bool:

@@ -93,7 +93,10 @@ class _Source:
             self.buffer.release()
             self.buffer = None
         if self._map is not None:
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:
+                pass  # a view is still referenced (an error's traceback): closed when collected
             self._map = None
 
     def read(self, offset: int, length: int, what: str) -> bytes:
@@ -280,6 +283,18 @@ def _read_fatbin(source: _Source, layout: _Layout) -> tuple[GpuCode, ...]:
 
             if offset + size > source.size:
                 raise InvalidElf(f"{source.origin}: .nv_fatbin lies past the end of the file")
+
+            if source.buffer is not None:
+                # Zero-copy views of the mapped section: a walk makes one read per entry.
+                section = source.buffer[offset : offset + size]
+
+                def view(at: int, length: int) -> memoryview:
+                    return section[at : at + length]
+
+                try:
+                    return parse_fatbin_codes(view, size, origin=source.origin)
+                finally:
+                    section.release()
 
             def read(at: int, length: int, base: int = offset) -> bytes:
                 return source.read(base + at, length, ".nv_fatbin")

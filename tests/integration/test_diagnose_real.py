@@ -123,3 +123,18 @@ def test_x86_wheel_on_arm64_root_is_the_wrong_architecture(torch_x86_wheel: Path
     kinds = {f["kind"] for f in document["findings"] if f["severity"] == "blocks-import"}
     assert "wheel-tag-mismatch" in kinds
     assert "wrong-architecture" in kinds
+
+
+def test_no_kernel_for_a_gpu_the_wheel_was_not_built_for(torch_x86_full: Path) -> None:
+    # torch 2.14.1 x86_64 carries sm_75..sm_121a but not sm_110 (Thor) nor sm_87 (Orin).
+    thor = run_cli("diagnose", "--site-packages", str(torch_x86_full), "--gpu-arch", "sm_110",
+                   "--json", "--ld-library-path", "")
+    document = thor.json()
+    validate("diagnose", document)
+    missing = [f for f in document["findings"] if f["kind"] == "no-kernel-for-gpu"]
+    assert {f["requested_by"][0].rsplit("/", 1)[-1] for f in missing} >= {"libtorch_cuda.so"}
+    assert all(f["severity"] == "breaks-feature" for f in missing)
+    assert thor.code == 0  # import works; CUDA kernels do not
+    hopper = run_cli("diagnose", "--site-packages", str(torch_x86_full), "--gpu-arch", "9.0",
+                     "--json", "--ld-library-path", "")
+    assert "no-kernel-for-gpu" not in {f["kind"] for f in hopper.json()["findings"]}
