@@ -93,8 +93,8 @@ def read_loader_config(rootfs: RootFS, platform: Platform) -> LoaderConfig:
             # glibc ignores a cache it cannot read (elf/dl-cache.c _dl_load_cache_lookup).
             return LoaderConfig(conf_dirs=conf_dirs, cache_source="unreadable, ignored",
                                 lookup=lambda _name: None,
-                                notes=(f"{err}; the loader ignores it, so nothing registered "
-                                       "through ld.so.conf is found until ldconfig is run",))
+                                notes=((f"{err}; the loader ignores it, so nothing registered "
+                                        "through ld.so.conf is found until ldconfig is run"),))
 
         def lookup(name: str) -> str | None:
             return find_in_cache(cache, name, elf_class=int(platform.elf_class),
@@ -175,7 +175,7 @@ def _cudnn_version(rootfs: RootFS, platform: Platform) -> Callable[[LoadedObject
     return version
 
 
-def diagnose(
+def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-only options
     rootfs: RootFS,
     platform: Platform,
     site: str,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
-import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 

@@ -18,7 +18,8 @@ TOP = Path(__file__).resolve().parent.parent
 
 def test_every_bundled_fixture_parses_and_says_it_was_composed() -> None:
     names = bundled_fixtures()
-    assert {"thor-jp7.0", "orin-jp6.2", "torch-2.11.0-aarch64", "torch-2.9.1-aarch64-cpu"} <= set(names)
+    expected = {"thor-jp7.0", "orin-jp6.2", "torch-2.11.0-aarch64", "torch-2.9.1-aarch64-cpu"}
+    assert expected <= set(names)
     for name in names:
         fixture = parse_fixture_dir(find_fixture(name))
         assert fixture.manifest.provenance == "composed"  # never "recorded on hardware"

@@ -1,4 +1,3 @@
-# ruff: noqa: INP001, T201
 """Compose Jetson target root directories from real public packages, for `jetson-resolve record`.
 
 Each root is built in ``$JR_DATA/compose/<name>/root`` (``JR_DATA`` defaults to
@@ -141,7 +140,7 @@ class RootSpec:
         return f"/usr/local/{self.cuda_dir}/extras/CUPTI/lib64"
 
 
-def _cuda_parts(  # noqa: PLR0913 - one row of a table
+def _cuda_parts(
     package: str,
     version: str,
     deb: str,
@@ -559,7 +558,7 @@ class Composer:
                               "(nothing placed from it).")
         print(f"  {part.package}=={part.version}: {count} shared libraries -> {dest}")
 
-    def _place_library(  # noqa: PLR0913 - the wheel member and where it goes
+    def _place_library(
         self,
         *,
         archive: zipfile.ZipFile,

@@ -35,16 +35,16 @@ from resolver.elf.synth import synthesize_elf  # noqa: E402
 
 DATA = Path.home() / ".cache" / "jr-data"
 SYSTEMS = {
-    "thor-jp7.0": (110, "Jetson AGX Thor, JetPack 7.0 (L4T R38.2), Ubuntu 24.04, aarch64 SBSA, "
-                        "CUDA 13.0, cuDNN 9.12, GPU sm_110; no NVPL, cuDSS, cuSPARSELt, NCCL"),
-    "orin-jp6.2": (87, "Jetson AGX Orin, JetPack 6.2 (L4T R36.4.3), Ubuntu 22.04, aarch64 Tegra, "
-                       "CUDA 12.6, cuDNN 9.3, GPU sm_87"),
+    "thor-jp7.0": (110, ("Jetson AGX Thor, JetPack 7.0 (L4T R38.2), Ubuntu 24.04, aarch64 SBSA, "
+                         "CUDA 13.0, cuDNN 9.12, GPU sm_110; no NVPL, cuDSS, cuSPARSELt, NCCL")),
+    "orin-jp6.2": (87, ("Jetson AGX Orin, JetPack 6.2 (L4T R36.4.3), Ubuntu 22.04, aarch64 "
+                        "Tegra, CUDA 12.6, cuDNN 9.3, GPU sm_87")),
 }
 TORCH = {
-    "torch-2.11.0-aarch64": ("2.11.0", "PyPI's torch 2.11.0 for manylinux_2_28_aarch64 (a CUDA "
-                                       "13.0 SBSA build), installed without its dependencies"),
-    "torch-2.9.1-aarch64-cpu": ("2.9.1", "PyPI's torch 2.9.1 for manylinux_2_28_aarch64 (a CPU "
-                                         "build): a known-good fallback"),
+    "torch-2.11.0-aarch64": ("2.11.0", ("PyPI's torch 2.11.0 for manylinux_2_28_aarch64 (a CUDA "
+                                        "13.0 SBSA build), installed without its dependencies")),
+    "torch-2.9.1-aarch64-cpu": ("2.9.1", ("PyPI's torch 2.9.1 for manylinux_2_28_aarch64 (a CPU "
+                                          "build): a known-good fallback")),
 }
 SITE = "/usr/local/lib/python3.12/dist-packages"
 
@@ -72,7 +72,9 @@ def add_driver(root: Path, spec: dict[str, object]) -> None:
         path.symlink_to(str(to))
 
 
-def provenance_for_record(prov: dict[str, object], extra_hand: list[dict[str, str]]) -> dict[str, object]:
+def provenance_for_record(
+    prov: dict[str, object], extra_hand: list[dict[str, str]]
+) -> dict[str, object]:
     composed = prov["composed_from"]
     hand = prov["hand_written"]
     notes = prov["notes"]

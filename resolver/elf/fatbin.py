@@ -69,7 +69,9 @@ def _read_exact(
     return data
 
 
-def _skip_zeros(read: Callable[[int, int], bytes | memoryview], size: int, pos: int, origin: str) -> int:
+def _skip_zeros(
+    read: Callable[[int, int], bytes | memoryview], size: int, pos: int, origin: str
+) -> int:
     """Return the first non-zero offset at or after `pos` (or `size`); it must be 8-aligned."""
     chunk = _ZERO_CHUNK
     while pos < size:

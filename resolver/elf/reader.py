@@ -13,6 +13,7 @@ does not cache (`resolver.elf.cache`).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import mmap
 import struct
@@ -93,10 +94,9 @@ class _Source:
             self.buffer.release()
             self.buffer = None
         if self._map is not None:
-            try:
+            # A view still referenced (by an error's traceback) keeps it open until collected.
+            with contextlib.suppress(BufferError):
                 self._map.close()
-            except BufferError:
-                pass  # a view is still referenced (an error's traceback): closed when collected
             self._map = None
 
     def read(self, offset: int, length: int, what: str) -> bytes:
@@ -288,8 +288,8 @@ def _read_fatbin(source: _Source, layout: _Layout) -> tuple[GpuCode, ...]:
                 # Zero-copy views of the mapped section: a walk makes one read per entry.
                 section = source.buffer[offset : offset + size]
 
-                def view(at: int, length: int) -> memoryview:
-                    return section[at : at + length]
+                def view(at: int, length: int, data: memoryview = section) -> memoryview:
+                    return data[at : at + length]
 
                 try:
                     return parse_fatbin_codes(view, size, origin=source.origin)
@@ -323,9 +323,9 @@ def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) ->
             raise InvalidElf(f"{origin}: not an ELF file (magic {shown!r})")
         layout = _Layout(source)
         if layout.dynamic is None:
-            return ElfFacts(elf_class=layout.elf_class, endian=layout.endian, machine=layout.machine,
-                            osabi=layout.osabi, elf_type=layout.type, has_dynamic=False,
-                            gpu_code=_read_fatbin(source, layout))
+            return ElfFacts(elf_class=layout.elf_class, endian=layout.endian,
+                            machine=layout.machine, osabi=layout.osabi, elf_type=layout.type,
+                            has_dynamic=False, gpu_code=_read_fatbin(source, layout))
         tags = _read_dynamic(source, layout, layout.dynamic)
         dyn = dict(tags)
         if _DT_STRTAB not in dyn:

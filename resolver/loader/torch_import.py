@@ -164,8 +164,10 @@ def _find_preload(rootfs: RootFS, torch: TorchInstall, folder: str, pattern: str
     return None
 
 
-def _attempt(ns: Namespace, name: str, why: str, phase: str, requester: int | None = None,
-             *, keep: bool = False) -> Attempt:
+def _attempt(  # noqa: PLR0913 - Namespace.dlopen's arguments, plus why it is called
+    ns: Namespace, name: str, why: str, phase: str, requester: int | None = None,
+    *, keep: bool = False,
+) -> Attempt:
     first = len(ns.requests)
     ok = ns.dlopen(name, phase=phase, requester=requester, keep_on_failure=keep)
     return Attempt(phase=phase, name=name, why=why, ok=ok, requests=range(first, len(ns.requests)))

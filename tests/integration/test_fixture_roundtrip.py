@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -14,17 +14,20 @@ from test_reader import ours, readelf_facts
 from resolver.fixture.materialize import materialize
 from resolver.fixture.model import parse_fixture_dir
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
 pytestmark = pytest.mark.slow
 
 
-def _findings(document: dict[str, object]) -> list[tuple[str, str, str]]:
-    return sorted((f["kind"], f["severity"], f["subject"])  # type: ignore[index]
-                  for f in document["findings"])  # type: ignore[attr-defined]
+def _findings(document: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return sorted((f["kind"], f["severity"], f["subject"]) for f in document["findings"])
 
 
-def _objects(document: dict[str, object]) -> list[tuple[str, str, tuple[str, ...]]]:
-    return sorted((str(o["soname"]), o["real"].rsplit("/", 1)[-1], tuple(o["gpu_code"]))  # type: ignore[index]
-                  for o in document["objects"])  # type: ignore[attr-defined]
+def _objects(document: dict[str, Any]) -> list[tuple[str, str, tuple[str, ...]]]:
+    return sorted((str(o["soname"]), o["real"].rsplit("/", 1)[-1], tuple(o["gpu_code"]))
+                  for o in document["objects"])
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +88,7 @@ def test_check_exit_codes_and_junit(recorded: tuple[Path, Path], torch_cpu: Path
     bad = run_cli("check", "--fixture", str(system), "--torch-fixture", str(torch), "--junit",
                   str(report))
     assert bad.code == 1
-    suite = ET.parse(report).getroot()
+    suite = ET.parse(report).getroot()  # noqa: S314 - our own report
     assert suite.get("tests") == "1" and suite.get("failures") == "1"
     failure = suite.find("testcase/failure")
     assert failure is not None and "libcudart.so.13" in (failure.text or "")
@@ -96,27 +99,59 @@ def test_check_exit_codes_and_junit(recorded: tuple[Path, Path], torch_cpu: Path
     assert good.code == 1 and document["fixtures"][0]["import_torch"] == "fails"
 
 
+def _replace(path: Path, old: str, new: str, count: int = -1) -> None:
+    path.write_text(path.read_text().replace(old, new, count))
+
+
+def _unknown_schema(fixture: Path) -> None:
+    _replace(fixture / "manifest.toml", "schema = 1", "schema = 7")
+
+
+def _missing_kind(fixture: Path) -> None:
+    _replace(fixture / "manifest.toml", 'kind = "system"', "")
+
+
+def _path_escapes(fixture: Path) -> None:
+    _replace(fixture / "files.json", '"/etc"', '"/../etc"', 1)
+
+
+def _unknown_entry_kind(fixture: Path) -> None:
+    _replace(fixture / "files.json", '"kind": "dir"', '"kind": "sock"', 1)
+
+
+def _no_entries(fixture: Path) -> None:
+    (fixture / "files.json").write_text(json.dumps({"schema": 1}))
+
+
+def _missing_fact(fixture: Path) -> None:
+    _replace(fixture / "files.json", '"soname"', '"sonam"', 1)
+
+
+def _unknown_key(fixture: Path) -> None:
+    manifest = fixture / "manifest.toml"
+    manifest.write_text(manifest.read_text() + "\nsurprise = 1\n")
+
+
 @pytest.mark.parametrize(
     ("edit", "field"),
     [
-        (lambda m, f: m.write_text(m.read_text().replace("schema = 1", "schema = 7")), "schema"),
-        (lambda m, f: m.write_text(m.read_text().replace('kind = "system"', "")), ".kind"),
-        (lambda m, f: f.write_text(f.read_text().replace('"/etc"', '"/../etc"', 1)),
-         "escapes the root"),
-        (lambda m, f: f.write_text(f.read_text().replace('"kind": "dir"', '"kind": "sock"', 1)),
-         "unknown kind"),
-        (lambda m, f: f.write_text(json.dumps({"schema": 1})), ".entries"),
-        (lambda m, f: f.write_text(f.read_text().replace('"soname"', '"sonam"', 1)), "facts.soname"),
-        (lambda m, f: m.write_text(m.read_text() + "\nsurprise = 1\n"), "unknown keys"),
+        (_unknown_schema, "schema"),
+        (_missing_kind, ".kind"),
+        (_path_escapes, "escapes the root"),
+        (_unknown_entry_kind, "unknown kind"),
+        (_no_entries, ".entries"),
+        (_missing_fact, "facts.soname"),
+        (_unknown_key, "unknown keys"),
     ],
     ids=["unknown-schema", "missing-kind", "path-escapes", "unknown-entry-kind", "no-entries",
          "missing-fact", "unknown-key"],
 )
 def test_bad_fixture_is_one_line_naming_file_and_field(
-        recorded: tuple[Path, Path], tmp_path: Path, edit: object, field: str) -> None:
+        recorded: tuple[Path, Path], tmp_path: Path, edit: Callable[[Path], None],
+        field: str) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(recorded[0], broken)
-    edit(broken / "manifest.toml", broken / "files.json")  # type: ignore[operator]
+    edit(broken)
     run = run_cli("diagnose", "--fixture", str(broken), "--site-packages", str(tmp_path))
     assert run.code == 2
     assert field in run.stderr

@@ -6,6 +6,7 @@ report (one test case per fixture; the blocking findings as its failure) that an
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -25,7 +26,7 @@ __all__ = ["junit_xml", "register"]
 
 def junit_xml(results: list[tuple[str, Diagnosis, float]], input_name: str) -> str:
     """A JUnit report: a test case per fixture, failed when something blocks `import torch`."""
-    from xml.etree import ElementTree as ET  # noqa: PLC0415, N817 - the usual name
+    from xml.etree import ElementTree as ET  # noqa: PLC0415
 
     from resolver.findings import Severity  # noqa: PLC0415
     failures = sum(1 for _, result, _ in results if result.blocks_import)
@@ -51,7 +52,7 @@ def register(app: typer.Typer) -> None:
     """Add the command to the app."""
 
     @app.command("check")
-    def check_command(  # noqa: PLR0913 - one parameter per option
+    def check_command(
         fixture: Annotated[list[str], typer.Option(
             "--fixture", help="A recorded target (bundled name or directory); repeat it.")],
         wheel: Annotated[Path | None, typer.Option("--wheel", help="The torch wheel.")] = None,
@@ -59,7 +60,8 @@ def register(app: typer.Typer) -> None:
             "--site-packages", help="A site-packages directory holding torch.")] = None,
         torch_fixture: Annotated[str | None, typer.Option(
             "--torch-fixture", help="A recorded torch install.")] = None,
-        junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report.")] = None,
+        junit: Annotated[Path | None, typer.Option(
+            "--junit", help="Write a JUnit XML report.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     ) -> None:
@@ -75,7 +77,7 @@ def register(app: typer.Typer) -> None:
                              ld_library_path="", gpu_arch=None, no_cache=False, fixture=name,
                              torch_fixture=torch_fixture)
             started = time.perf_counter()
-            result, _ = guarded(debug, lambda inputs=inputs: run_diagnose(inputs))
+            result, _ = guarded(debug, functools.partial(run_diagnose, inputs))
             results.append((name, result, time.perf_counter() - started))
             sys.stderr.write(f"checked {name}\n")
         input_name = str(wheel or site_packages or torch_fixture)

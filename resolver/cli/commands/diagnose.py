@@ -69,7 +69,7 @@ def detect_python_site(python: str) -> tuple[str, tuple[str, ...], str]:
     return site, tuple(p for p in info["path"] if p), str(info["version"])
 
 
-def prepare(  # noqa: PLR0913 - one parameter per option
+def prepare(
     *, python: str | None, site_packages: Path | None, wheel: Path | None, root: Path,
     ld_library_path: str | None, gpu_arch: str | None, no_cache: bool,
     fixture: str | None = None, torch_fixture: str | None = None,
@@ -87,7 +87,8 @@ def prepare(  # noqa: PLR0913 - one parameter per option
     if ld_library_path is None:
         ld_library_path = os.environ.get("LD_LIBRARY_PATH", "") if live else ""
     interpreter_version = None
-    site, sys_path, is_wheel = "", (), False
+    sys_path: tuple[str, ...] = ()
+    site, is_wheel = "", False
     if wheel is not None:
         if not wheel.is_file():
             raise fail(f"--wheel {wheel}: no such file")
@@ -130,7 +131,8 @@ def _torch_fixture(name: str) -> tuple[str, dict[str, Mount]]:
     fixture = parse_fixture_dir(find_fixture(name))
     site = fixture.manifest.site
     if fixture.manifest.kind != "site-packages" or site is None:
-        raise InvalidFixture(f"{name}: is a {fixture.manifest.kind} fixture; give it with --fixture")
+        raise InvalidFixture(f"{name}: is a {fixture.manifest.kind} fixture; give it with "
+                             "--fixture")
     top = materialize(fixture)
     return site, {site: DirMount(top / site.lstrip("/"))}
 
@@ -165,11 +167,12 @@ def run_diagnose(inputs: DiagnoseInputs) -> tuple[Diagnosis, RootFS]:
     if inputs.fixture is not None:
         root, recorded_gpu = _fixture_root(inputs.fixture)
         gpu_arch = gpu_arch if gpu_arch is not None else recorded_gpu
+    mounts: dict[str, Mount]
     if inputs.torch_fixture is not None:
         site, mounts = _torch_fixture(inputs.torch_fixture)
     elif inputs.is_wheel:
         at = "/" + os.path.basename(inputs.site)
-        mounts: dict[str, Mount] = {at: ZipMount(inputs.site)}
+        mounts = {at: ZipMount(inputs.site)}
         site = at
         try:
             wheel_tags = parse_wheel_file_tags(os.path.basename(inputs.site))
@@ -211,7 +214,7 @@ def register(app: typer.Typer) -> None:
     """Add the command to the app."""
 
     @app.command("diagnose")
-    def diagnose_command(  # noqa: PLR0913 - one parameter per option
+    def diagnose_command(
         python: Annotated[str | None, typer.Option(
             "--python", help="Diagnose the torch of this interpreter (default: the current one).",
         )] = None,
@@ -239,7 +242,9 @@ def register(app: typer.Typer) -> None:
         gpu_arch: Annotated[str | None, typer.Option(
             "--gpu-arch", help="The target GPU (sm_110, 87, ...); default: from the L4T release.",
         )] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help="Print JSON instead of tables.",
+        )] = False,
         verbose: Annotated[bool, typer.Option(
             "--verbose", "-v", help="Show every path tried, also for libraries that were found.",
         )] = False,

@@ -8,7 +8,7 @@ fixture that `diagnose --torch-fixture` mounts at `--site-at` inside any target.
 
 from __future__ import annotations
 
-import datetime
+import datetime as dt
 import json
 import os
 import platform as host_platform
@@ -26,7 +26,7 @@ __all__ = ["register"]
 
 
 def _provenance_extras(path: Path | None) -> dict[str, Any]:
-    """packages / hand_written / notes from a JSON file that describes a composed root."""
+    """The packages / hand_written / notes of a JSON file that describes a composed root."""
     if path is None:
         return {}
     try:
@@ -38,7 +38,7 @@ def _provenance_extras(path: Path | None) -> dict[str, Any]:
     return data
 
 
-def _record(  # noqa: PLR0913 - mirrors the options
+def _record(
     *, root: Path, out: Path, name: str, description: str, python: str | None,
     site_packages: Path | None, site_only: bool, site_at: str | None,
     composed_from: Path | None, gpu_arch: int | None, command: str,
@@ -84,10 +84,11 @@ def _record(  # noqa: PLR0913 - mirrors the options
         name=name, kind="site-packages" if site_only else "system", description=description,
         provenance="composed" if composed_from else "recorded",
         source={"host": host_platform.node(), "tool": f"jetson-resolve {__version__}",
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "command": command},
-        packages=tuple(extras.get("packages", ())), hand_written=tuple(extras.get("hand_written", ())),
-        notes=tuple([*extras.get("notes", ()), *skipped]), site=site, gpu_arch=gpu_arch)
+        packages=tuple(extras.get("packages", ())),
+        hand_written=tuple(extras.get("hand_written", ())),
+        notes=(*extras.get("notes", ()), *skipped), site=site, gpu_arch=gpu_arch)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.toml").write_text(render_manifest(manifest), encoding="utf-8")
     (out / "files.json").write_text(render_files_json(entries), encoding="utf-8")
@@ -102,19 +103,21 @@ def register(app: typer.Typer) -> None:
     """Add the command to the app."""
 
     @app.command("record")
-    def record_command(  # noqa: PLR0913 - one parameter per option
+    def record_command(
         out: Annotated[Path, typer.Option("--out", help="The fixture directory to write.")],
         root: Annotated[Path, typer.Option("--root", help="The root to record.")] = Path("/"),
         name: Annotated[str | None, typer.Option(
             "--name", help="Fixture name (default: the --out folder's name).")] = None,
-        description: Annotated[str, typer.Option("--description", help="One line on what it is.")] = "",
+        description: Annotated[str, typer.Option(
+            "--description", help="One line on what it is.")] = "",
         python: Annotated[str | None, typer.Option(
             "--python", help="Also record this interpreter's site-packages (live root only).",
         )] = None,
         site_packages: Annotated[Path | None, typer.Option(
             "--site-packages", help="Also record this site-packages directory.")] = None,
         site_only: Annotated[bool, typer.Option(
-            "--site-only", help="Record only --site-packages, as a torch-install fixture.")] = False,
+            "--site-only", help="Record only --site-packages, as a torch-install fixture.",
+        )] = False,
         site_at: Annotated[str | None, typer.Option(
             "--site-at", help="With --site-only: where the site-packages lives on the target.",
         )] = None,
