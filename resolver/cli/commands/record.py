@@ -84,7 +84,7 @@ def _record(
         name=name, kind="site-packages" if site_only else "system", description=description,
         provenance="composed" if composed_from else "recorded",
         source={"host": host_platform.node(), "tool": f"jetson-resolve {__version__}",
-                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "command": command},
         packages=tuple(extras.get("packages", ())),
         hand_written=tuple(extras.get("hand_written", ())),
