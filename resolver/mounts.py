@@ -213,7 +213,8 @@ class ZipMount:
         if not wanted:
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+            # One worker per core: more would share the cores and finish the biggest member later.
+            self._pool = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)))
         for name in wanted:
             self._pending[name] = self._pool.submit(self._inflate, name)
 
