@@ -19,6 +19,25 @@ import mmap
 import struct
 from typing import TYPE_CHECKING, BinaryIO
 
+from resolver.elf._constants import (
+    DF_1_NODEFLIB,
+    DT_FLAGS_1,
+    DT_NEEDED,
+    DT_NULL,
+    DT_RPATH,
+    DT_RUNPATH,
+    DT_SONAME,
+    DT_STRSZ,
+    DT_STRTAB,
+    DT_VERDEF,
+    DT_VERDEFNUM,
+    DT_VERNEED,
+    DT_VERNEEDNUM,
+    PT_DYNAMIC,
+    PT_LOAD,
+    VER_FLG_BASE,
+    VER_FLG_WEAK,
+)
 from resolver.elf.facts import (
     ElfClass,
     ElfFacts,
@@ -36,25 +55,6 @@ if TYPE_CHECKING:
 __all__ = ["ELF_MAGIC", "read_elf_facts"]
 
 ELF_MAGIC = b"\x7fELF"
-
-# Dynamic tags and flags: glibc elf/elf.h.
-_DT_NULL = 0
-_DT_NEEDED = 1
-_DT_STRTAB = 5
-_DT_STRSZ = 10
-_DT_SONAME = 14
-_DT_RPATH = 15
-_DT_RUNPATH = 29
-_DT_FLAGS_1 = 0x6FFFFFFB
-_DT_VERDEF = 0x6FFFFFFC
-_DT_VERDEFNUM = 0x6FFFFFFD
-_DT_VERNEED = 0x6FFFFFFE
-_DT_VERNEEDNUM = 0x6FFFFFFF
-_DF_1_NODEFLIB = 0x800
-_VER_FLG_BASE = 0x1
-_VER_FLG_WEAK = 0x2
-_PT_LOAD = 1
-_PT_DYNAMIC = 2
 
 # Bounds that keep a corrupt file from making us loop or allocate without end.
 _MAX_DYN_ENTRIES = 1 << 16
@@ -160,9 +160,9 @@ def _program_headers(
     for i in range(phnum):
         phdr = struct_parse(elf.structs.Elf_Phdr, source.stream, phoff + i * phentsize)
         kind = phdr["p_type"]
-        if kind in ("PT_LOAD", _PT_LOAD):
+        if kind in ("PT_LOAD", PT_LOAD):
             loads.append((phdr["p_vaddr"], phdr["p_offset"], phdr["p_filesz"]))
-        elif kind in ("PT_DYNAMIC", _PT_DYNAMIC):
+        elif kind in ("PT_DYNAMIC", PT_DYNAMIC):
             dynamic = (phdr["p_offset"], phdr["p_filesz"])
     return loads, dynamic
 
@@ -210,7 +210,7 @@ def _read_dynamic(
     data = source.read(offset, count * entry.size, "dynamic section")
     tags = []
     for tag, value in entry.iter_unpack(data):
-        if tag == _DT_NULL:
+        if tag == DT_NULL:
             break
         tags.append((tag, value))
     return tags
@@ -225,23 +225,23 @@ def _read_versions(
     """Read `.gnu.version_d` names and `.gnu.version_r` needs (glibc elf/dl-version.c)."""
     order = "<" if layout.endian is Endian.LITTLE else ">"
     defs: list[str] = []
-    if _DT_VERDEF in dyn:
-        offset = layout.offset_of(dyn[_DT_VERDEF], source.origin, "DT_VERDEF")
+    if DT_VERDEF in dyn:
+        offset = layout.offset_of(dyn[DT_VERDEF], source.origin, "DT_VERDEF")
         verdef, verdaux = struct.Struct(order + "HHHHIII"), struct.Struct(order + "II")
-        for _ in range(min(dyn.get(_DT_VERDEFNUM, _MAX_VERSION_RECORDS), _MAX_VERSION_RECORDS)):
+        for _ in range(min(dyn.get(DT_VERDEFNUM, _MAX_VERSION_RECORDS), _MAX_VERSION_RECORDS)):
             _, flags, _, count, _, aux, nxt = verdef.unpack(
                 source.read(offset, verdef.size, "version definition"))
-            if count and not flags & _VER_FLG_BASE:
+            if count and not flags & VER_FLG_BASE:
                 name, _ = verdaux.unpack(source.read(offset + aux, verdaux.size, "verdaux"))
                 defs.append(string(name, "version definition name"))
             if not nxt:
                 break
             offset += nxt
     needs: list[VersionNeed] = []
-    if _DT_VERNEED in dyn:
-        offset = layout.offset_of(dyn[_DT_VERNEED], source.origin, "DT_VERNEED")
+    if DT_VERNEED in dyn:
+        offset = layout.offset_of(dyn[DT_VERNEED], source.origin, "DT_VERNEED")
         verneed, vernaux = struct.Struct(order + "HHIII"), struct.Struct(order + "IHHII")
-        for _ in range(min(dyn.get(_DT_VERNEEDNUM, _MAX_VERSION_RECORDS), _MAX_VERSION_RECORDS)):
+        for _ in range(min(dyn.get(DT_VERNEEDNUM, _MAX_VERSION_RECORDS), _MAX_VERSION_RECORDS)):
             _, count, file_name, aux, nxt = verneed.unpack(
                 source.read(offset, verneed.size, "version need"))
             file = string(file_name, "version need file")
@@ -250,7 +250,7 @@ def _read_versions(
                 _, flags, _, name, aux_next = vernaux.unpack(
                     source.read(aux_offset, vernaux.size, "vernaux"))
                 needs.append(VersionNeed(file=file, name=string(name, "version need name"),
-                                         weak=bool(flags & _VER_FLG_WEAK)))
+                                         weak=bool(flags & VER_FLG_WEAK)))
                 if not aux_next:
                     break
                 aux_offset += aux_next
@@ -328,10 +328,10 @@ def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) ->
                             has_dynamic=False, gpu_code=_read_fatbin(source, layout))
         tags = _read_dynamic(source, layout, layout.dynamic)
         dyn = dict(tags)
-        if _DT_STRTAB not in dyn:
+        if DT_STRTAB not in dyn:
             raise InvalidElf(f"{origin}: dynamic section has no DT_STRTAB")
-        strtab = layout.offset_of(dyn[_DT_STRTAB], origin, "DT_STRTAB")
-        strsz = dyn.get(_DT_STRSZ, source.size - strtab)
+        strtab = layout.offset_of(dyn[DT_STRTAB], origin, "DT_STRTAB")
+        strsz = dyn.get(DT_STRSZ, source.size - strtab)
 
         def string(index: int, what: str) -> str:
             if index >= strsz:
@@ -345,11 +345,11 @@ def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) ->
             machine=layout.machine,
             osabi=layout.osabi,
             elf_type=layout.type,
-            soname=string(dyn[_DT_SONAME], "DT_SONAME") if _DT_SONAME in dyn else None,
-            needed=tuple(string(value, "DT_NEEDED") for tag, value in tags if tag == _DT_NEEDED),
-            rpath=string(dyn[_DT_RPATH], "DT_RPATH") if _DT_RPATH in dyn else None,
-            runpath=string(dyn[_DT_RUNPATH], "DT_RUNPATH") if _DT_RUNPATH in dyn else None,
-            nodeflib=bool(dyn.get(_DT_FLAGS_1, 0) & _DF_1_NODEFLIB),
+            soname=string(dyn[DT_SONAME], "DT_SONAME") if DT_SONAME in dyn else None,
+            needed=tuple(string(value, "DT_NEEDED") for tag, value in tags if tag == DT_NEEDED),
+            rpath=string(dyn[DT_RPATH], "DT_RPATH") if DT_RPATH in dyn else None,
+            runpath=string(dyn[DT_RUNPATH], "DT_RUNPATH") if DT_RUNPATH in dyn else None,
+            nodeflib=bool(dyn.get(DT_FLAGS_1, 0) & DF_1_NODEFLIB),
             version_defs=version_defs,
             version_needs=version_needs,
             gpu_code=_read_fatbin(source, layout),

@@ -23,6 +23,26 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from resolver.elf._constants import (
+    DF_1_NODEFLIB,
+    DT_FLAGS_1,
+    DT_GNU_HASH,
+    DT_NEEDED,
+    DT_RPATH,
+    DT_RUNPATH,
+    DT_SONAME,
+    DT_STRSZ,
+    DT_STRTAB,
+    DT_SYMENT,
+    DT_SYMTAB,
+    DT_VERDEF,
+    DT_VERDEFNUM,
+    DT_VERNEED,
+    DT_VERNEEDNUM,
+    DT_VERSYM,
+    VER_FLG_BASE,
+    VER_FLG_WEAK,
+)
 from resolver.elf._synth_layout import (
     SHT_DYNSYM,
     SHT_GNU_HASH,
@@ -44,26 +64,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = ["build_fatbin", "elf_hash", "synthesize_elf"]
-
-# Dynamic tags and flags: glibc elf/elf.h.
-_DT_NEEDED = 1
-_DT_STRTAB = 5
-_DT_SYMTAB = 6
-_DT_STRSZ = 10
-_DT_SYMENT = 11
-_DT_SONAME = 14
-_DT_RPATH = 15
-_DT_RUNPATH = 29
-_DT_GNU_HASH = 0x6FFFFEF5
-_DT_VERSYM = 0x6FFFFFF0
-_DT_FLAGS_1 = 0x6FFFFFFB
-_DT_VERDEF = 0x6FFFFFFC
-_DT_VERDEFNUM = 0x6FFFFFFD
-_DT_VERNEED = 0x6FFFFFFE
-_DT_VERNEEDNUM = 0x6FFFFFFF
-_DF_1_NODEFLIB = 0x800
-_VER_FLG_BASE = 0x1
-_VER_FLG_WEAK = 0x2
 
 # `.nv_fatbin` (FACTS.md), checked against torch 2.14.1's x86_64 libtorch_cuda.so and against what
 # CUDA 13.5's `fatbinary --compress=false` writes: a cubin entry has kind 2, 0x0101 in its second
@@ -146,7 +146,7 @@ def _version_definitions(facts: ElfFacts, strings: StringTable, codec: Codec) ->
         last = ndx == len(names)
         # vd_version, vd_flags, vd_ndx, vd_cnt, vd_hash, vd_aux, vd_next; then vda_name, vda_next
         records.append(codec.pack(
-            "HHHHIII", 1, _VER_FLG_BASE if ndx == 1 else 0, ndx, 1, elf_hash(name), 20,
+            "HHHHIII", 1, VER_FLG_BASE if ndx == 1 else 0, ndx, 1, elf_hash(name), 20,
             0 if last else 28,
         ) + codec.pack("II", strings.add(name), 0))
     return b"".join(records)
@@ -171,7 +171,7 @@ def _version_requirements(
             other += 1
             # vna_hash, vna_flags, vna_other, vna_name, vna_next
             records.append(codec.pack(
-                "IHHII", elf_hash(name), _VER_FLG_WEAK if weak else 0, other,
+                "IHHII", elf_hash(name), VER_FLG_WEAK if weak else 0, other,
                 strings.add(name), 0 if position == len(names) else 16,
             ))
     return b"".join(records), len(groups)
@@ -182,9 +182,9 @@ def _dynamic_sections(
 ) -> tuple[list[Section], list[tuple[int, int | str]]]:
     """Return the sections PT_DYNAMIC points at, and the dynamic table naming them."""
     strings = StringTable()
-    dynamic: list[tuple[int, int | str]] = [(_DT_NEEDED, strings.add(n)) for n in facts.needed]
-    for tag, text in ((_DT_SONAME, facts.soname), (_DT_RPATH, facts.rpath),
-                      (_DT_RUNPATH, facts.runpath)):
+    dynamic: list[tuple[int, int | str]] = [(DT_NEEDED, strings.add(n)) for n in facts.needed]
+    for tag, text in ((DT_SONAME, facts.soname), (DT_RPATH, facts.rpath),
+                      (DT_RUNPATH, facts.runpath)):
         if text is not None:
             dynamic.append((tag, strings.add(text)))
     verdef = _version_definitions(facts, strings, codec)
@@ -200,28 +200,28 @@ def _dynamic_sections(
         Section(name=".dynstr", kind=SHT_STRTAB, data=strings.data, align=1),
     ]
     dynamic += [
-        (_DT_GNU_HASH, ".gnu.hash"),
-        (_DT_STRTAB, ".dynstr"),
-        (_DT_SYMTAB, ".dynsym"),
-        (_DT_STRSZ, len(strings.data)),
-        (_DT_SYMENT, codec.sym_size),
+        (DT_GNU_HASH, ".gnu.hash"),
+        (DT_STRTAB, ".dynstr"),
+        (DT_SYMTAB, ".dynsym"),
+        (DT_STRSZ, len(strings.data)),
+        (DT_SYMENT, codec.sym_size),
     ]
     if facts.nodeflib:
-        dynamic.append((_DT_FLAGS_1, _DF_1_NODEFLIB))
+        dynamic.append((DT_FLAGS_1, DF_1_NODEFLIB))
     if verdef or verneed:
         # One version index per dynamic symbol: the null symbol's is 0 (VER_NDX_LOCAL).
         sections.append(Section(name=".gnu.version", kind=SHT_GNU_VERSYM, data=codec.pack("H", 0),
                                 align=2, entsize=2, link=".dynsym"))
-        dynamic.append((_DT_VERSYM, ".gnu.version"))
+        dynamic.append((DT_VERSYM, ".gnu.version"))
     if verdef:
         count = len(facts.version_defs) + 1
         sections.append(Section(name=".gnu.version_d", kind=SHT_GNU_VERDEF, data=verdef,
                                 align=word, link=".dynstr", info=count))
-        dynamic += [(_DT_VERDEF, ".gnu.version_d"), (_DT_VERDEFNUM, count)]
+        dynamic += [(DT_VERDEF, ".gnu.version_d"), (DT_VERDEFNUM, count)]
     if verneed:
         sections.append(Section(name=".gnu.version_r", kind=SHT_GNU_VERNEED, data=verneed,
                                 align=word, link=".dynstr", info=verneed_count))
-        dynamic += [(_DT_VERNEED, ".gnu.version_r"), (_DT_VERNEEDNUM, verneed_count)]
+        dynamic += [(DT_VERNEED, ".gnu.version_r"), (DT_VERNEEDNUM, verneed_count)]
     return sections, dynamic
 
 
