@@ -157,3 +157,18 @@ def test_bad_fixture_is_one_line_naming_file_and_field(
     assert field in run.stderr
     assert str(broken) in run.stderr
     assert run.stderr.count("\n") == 1
+
+
+def test_live_root_recorded_then_replayed_gives_the_live_diagnosis(
+        tmp_path: Path, torch_x86_alone: Path) -> None:
+    import sys  # noqa: PLC0415
+
+    out = tmp_path / "host"
+    recorded = run_cli("record", "--root", "/", "--python", sys.executable, "--out", str(out))
+    assert recorded.code == 0, recorded.stderr
+    replayed = run_cli("diagnose", "--fixture", str(out), "--site-packages", str(torch_x86_alone),
+                       "--json")
+    live = run_cli("diagnose", "--site-packages", str(torch_x86_alone), "--json",
+                   "--ld-library-path", "")
+    assert replayed.code == live.code == 1
+    assert _findings(replayed.json()) == _findings(live.json())

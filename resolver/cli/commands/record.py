@@ -13,6 +13,7 @@ import json
 import os
 import platform as host_platform
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,6 +24,19 @@ from resolver import __version__
 from resolver.cli.app import fail, guarded
 
 __all__ = ["register"]
+
+
+def _python_sites(python: str) -> tuple[str, ...]:
+    """The site-packages directories of an interpreter (purelib and platlib), torch or not."""
+    probe = ("import json, sysconfig; p = sysconfig.get_paths(); "
+             "print(json.dumps(sorted({p['purelib'], p['platlib']})))")
+    try:
+        out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True,
+                             timeout=60).stdout
+        sites = json.loads(out.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as err:
+        raise fail(f"--python {python}: cannot ask it for its site-packages ({err})") from None
+    return tuple(str(site) for site in sites)
 
 
 def _provenance_extras(path: Path | None) -> dict[str, Any]:
@@ -43,7 +57,6 @@ def _record(
     site_packages: Path | None, site_only: bool, site_at: str | None,
     composed_from: Path | None, gpu_arch: int | None, command: str,
 ) -> dict[str, Any]:
-    from resolver.cli.commands.diagnose import detect_python_site  # noqa: PLC0415
     from resolver.elf.cache import FactsCache, default_cache_path  # noqa: PLC0415
     from resolver.fixture.model import Manifest, render_files_json, render_manifest  # noqa: PLC0415
     from resolver.fixture.record import record_root, record_site  # noqa: PLC0415
@@ -69,7 +82,7 @@ def _record(
         if python is not None:
             if os.path.abspath(root) != "/":
                 raise fail("--python needs the live root; use --site-packages for another root")
-            sites = (detect_python_site(python)[0],)
+            sites = _python_sites(python)
         elif site_packages is not None:
             resolved = str(site_packages.resolve())
             base = os.path.abspath(root)
