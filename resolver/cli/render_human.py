@@ -32,7 +32,8 @@ def console() -> Console:
     return Console(highlight=False, soft_wrap=False)
 
 
-def _target_table(result: Diagnosis, rootfs: RootFS) -> Table:
+def _target_table(result: Diagnosis, rootfs: RootFS, labels: tuple[str | None, str | None]
+                  ) -> Table:
     platform = result.platform
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
@@ -40,7 +41,8 @@ def _target_table(result: Diagnosis, rootfs: RootFS) -> Table:
     os_name = " ".join(p for p in (platform.os_id, platform.os_version) if p) or "unknown"
     jetson = (f"L4T {platform.l4t} (JetPack {platform.jetpack or '?'})"
               if platform.l4t else "not a Jetson")
-    table.add_row("target", escape(f"{rootfs.root}  {platform.arch}, "
+    target = f"fixture {labels[0]}" if labels[0] else rootfs.root
+    table.add_row("target", escape(f"{target}  {platform.arch}, "
                                    f"glibc {platform.glibc or '?'}, {os_name}, {jetson}"))
     flavour = f" ({platform.cuda_flavour})" if platform.cuda_flavour else ""
     cuda = f"CUDA {platform.cuda}{flavour}"
@@ -52,8 +54,10 @@ def _target_table(result: Diagnosis, rootfs: RootFS) -> Table:
                                    f"{':'.join(platform.system_dirs)}"))
     torch = result.torch
     if torch is not None:
+        where = (f"fixture {labels[1]} at {torch.site}" if labels[1]
+                 else rootfs.host_label(torch.site))
         table.add_row("torch", escape(f"{torch.version or '?'} (CUDA {torch.cuda or 'none'}) "
-                                      f"in {rootfs.host_label(torch.site)}"))
+                                      f"in {where}"))
     return table
 
 
@@ -81,10 +85,13 @@ def _finding_tree(finding: Finding, colour: str, verbose: bool) -> Tree:
     return tree
 
 
-def render_diagnosis(result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbose: bool) -> None:
+def render_diagnosis(  # noqa: PLR0913 - three inputs, then keyword-only display options
+    result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbose: bool,
+    fixture: str | None = None, torch_fixture: str | None = None,
+) -> None:
     """Print a diagnosis: the target, then findings grouped by severity, then a verdict."""
     out = console()
-    out.print(_target_table(result, rootfs))
+    out.print(_target_table(result, rootfs, (fixture, torch_fixture)))
     live = sum(1 for o in result.objects)
     out.print()
     for severity, (title, colour) in _TITLES.items():

@@ -42,7 +42,9 @@ def finding_json(finding: Finding) -> dict[str, Any]:
     }
 
 
-def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int) -> dict[str, Any]:
+def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,
+                   fixture: str | None = None, torch_fixture: str | None = None
+                   ) -> dict[str, Any]:
     """The `diagnose` envelope."""
     platform = result.platform
     torch = result.torch
@@ -56,6 +58,7 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int) -> dict[st
         "exit_code": exit_code,
         "target": {
             "root": rootfs.root,
+            "fixture": fixture,
             "arch": platform.arch,
             "machine": platform.machine,
             "glibc": platform.glibc,
@@ -74,6 +77,7 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int) -> dict[st
         },
         "torch": None if torch is None else {
             "site": torch.site,
+            "fixture": torch_fixture,
             "version": torch.version,
             "cuda": torch.cuda,
             "preload_source": torch.preload_source,

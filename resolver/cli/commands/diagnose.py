@@ -262,9 +262,11 @@ def register(app: typer.Typer) -> None:
         if as_json:
             from resolver.cli.render_json import diagnosis_json, dump  # noqa: PLC0415
 
-            sys.stdout.write(dump(diagnosis_json(result, rootfs, code)))
+            sys.stdout.write(dump(diagnosis_json(result, rootfs, code, fixture=fixture,
+                                                torch_fixture=torch_fixture)))
         else:
             from resolver.cli.render_human import render_diagnosis  # noqa: PLC0415
 
-            render_diagnosis(result, rootfs, code, verbose=verbose)
+            render_diagnosis(result, rootfs, code, verbose=verbose, fixture=fixture,
+                             torch_fixture=torch_fixture)
         raise typer.Exit(int(code))
