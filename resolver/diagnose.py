@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from resolver.elf.fatbin import find_kernel_for
 from resolver.errors import InvalidLdCache, RootFsError
 from resolver.findings import (
     Finding,
@@ -207,7 +206,10 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
     # torch's own GPU code decides whether torch runs on the target GPU; NVIDIA's libraries of
     # a CUDA release cover that release's GPUs and may carry code kinds (LTO-IR) we do not read.
     own = tuple(o for o in live if o.path.startswith(posixpath.join(site, "torch") + "/"))
-    findings += gpu_findings(own, platform, find_kernel_for)
+    if platform.gpu_arch is not None:
+        from resolver.elf.fatbin import find_kernel_for  # noqa: PLC0415
+
+        findings += gpu_findings(own, platform, find_kernel_for)
     findings += cudnn_findings(torch, live, _cudnn_version(rootfs, platform))
     findings += driver_findings(torch, platform.driver)
     if wheel_tags is None:

@@ -11,16 +11,15 @@ from __future__ import annotations
 import io
 import os
 import struct
-import zipfile
-import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from resolver.errors import InvalidWheel, RootFsError
 
 if TYPE_CHECKING:
+    import zipfile
     from collections.abc import Iterator, Mapping
+    from concurrent.futures import Future, ThreadPoolExecutor
     from pathlib import Path
 
 __all__ = ["DirMount", "Entry", "EntryKind", "Mount", "ZipMount"]
@@ -134,6 +133,8 @@ class ZipMount:
     """
 
     def __init__(self, archive: Path | str) -> None:
+        import zipfile  # noqa: PLC0415 - only wheels need it; keeps start-up light
+
         self.archive = os.fspath(archive)
         self.label = self.archive
         try:
@@ -185,6 +186,9 @@ class ZipMount:
         return iter(self._members)
 
     def _inflate(self, rel: str) -> bytes:
+        import zipfile  # noqa: PLC0415 - imported with the mount; a dict lookup here
+        import zlib  # noqa: PLC0415
+
         member = self._members[rel]
         try:
             with open(self.archive, "rb") as handle:
@@ -217,6 +221,8 @@ class ZipMount:
         if not wanted:
             return
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
             # One worker per core: more would share the cores and finish the biggest member later.
             self._pool = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)))
         for name in wanted:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import TYPE_CHECKING
 
 from resolver.elf.facts import FACTS_SCHEMA, ElfFacts, facts_to_json, parse_facts_json
@@ -106,6 +105,8 @@ class FactsCache:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            import tempfile  # noqa: PLC0415 - only when something changed
+
             payload = json.dumps(self._entries, separators=(",", ":")).encode()
             header = f"{_FORMAT} sha256={hashlib.sha256(payload).hexdigest()}\n".encode()
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".facts-", suffix=".json")

@@ -8,10 +8,8 @@ fixture that `diagnose --torch-fixture` mounts at `--site-at` inside any target.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import platform as host_platform
 import shlex
 import subprocess
 import sys
@@ -57,6 +55,9 @@ def _record(
     site_packages: Path | None, site_only: bool, site_at: str | None,
     composed_from: Path | None, gpu_arch: int | None, command: str,
 ) -> dict[str, Any]:
+    import datetime as dt  # noqa: PLC0415 - the record command only
+    import platform as host_platform  # noqa: PLC0415
+
     from resolver.elf.cache import FactsCache, default_cache_path  # noqa: PLC0415
     from resolver.fixture.model import Manifest, render_files_json, render_manifest  # noqa: PLC0415
     from resolver.fixture.record import record_root, record_site  # noqa: PLC0415
