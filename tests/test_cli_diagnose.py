@@ -194,3 +194,61 @@ def test_python_option_finds_torch_without_importing_it(torch_cpu: Path, tmp_pat
     run = run_cli("diagnose", "--python", str(venv / "bin" / "python"), "--json", "--no-cache")
     assert run.code == 0, run.stderr
     assert run.json()["torch"]["site"] == str(torch_cpu)
+
+
+def _torch_with_global_deps(site: Path, build_lib: BuildLib) -> None:
+    """A mini torch whose libtorch_global_deps.so loads a libcudart from nvidia/cu13/lib."""
+    lib = site / "torch" / "lib"
+    cu13 = site / "nvidia" / "cu13" / "lib"
+    build_lib(cu13, "libcudart.so.13", soname="libcudart.so.13")
+    build_lib(lib, "libtorch_global_deps.so", soname="libtorch_global_deps.so",
+              needed=["libcudart.so.13"], rpath="$ORIGIN/../../nvidia/cu13/lib", link_dirs=[cu13])
+    build_lib(lib, "libtorch.so", soname="libtorch.so")
+    build_lib(site / "torch", "_C.cpython-311-x86_64-linux-gnu.so", needed=["libtorch.so"],
+              rpath="$ORIGIN/lib", link_dirs=[lib])
+    (site / "torch" / "version.py").write_text("__version__ = '9.9.9'\ncuda = '13.0'\n")
+    (site / "torch" / "__init__.py").write_text(
+        "def _preload_cuda_deps():\n    cuda_libs = [\n"
+        '        ("cublas", "libcublas.so.*[0-9]"),\n'
+        '        ("cuda_runtime", "libcudart.so.*[0-9]"),\n    ]\n')
+
+
+def test_failing_best_effort_preload_does_not_block_import(fixed_tree: Path,
+                                                           build_lib: BuildLib) -> None:
+    site = fixed_tree / "site"
+    _torch_with_global_deps(site, build_lib)
+    # nvidia/cublas holds a libcublas that cannot load: torch's best-effort preload swallows it.
+    build_lib(site / "nvidia" / "cublas" / "lib", "libcublas.so.13", soname="libcublas.so.13",
+              needed=["libnotthere.so.1"])
+    run = run_cli("diagnose", "--site-packages", str(site), "--root",
+                  str(empty_root(fixed_tree / "root")), "--json", "--no-cache")
+    document = run.json()
+    assert run.code == 0, document["findings"]
+    preload = [a for a in document["attempts"] if "best-effort" in a["why"]]
+    assert preload and preload[0]["ok"] is False and preload[0]["superseded"] is True
+    assert document["torch"]["preload_source"] == "torch/__init__.py"
+
+
+def test_failed_global_deps_recovers_through_the_required_preload(fixed_tree: Path,
+                                                                  build_lib: BuildLib) -> None:
+    site = fixed_tree / "site"
+    _torch_with_global_deps(site, build_lib)
+    # Move libcudart where RPATH does not look but torch's preload does (nvidia/cuda_runtime).
+    moved = site / "nvidia" / "cuda_runtime" / "lib"
+    moved.mkdir(parents=True)
+    (site / "nvidia" / "cu13" / "lib" / "libcudart.so.13").rename(moved / "libcudart.so.13")
+    build_lib(site / "nvidia" / "cublas" / "lib", "libcublas.so.13", soname="libcublas.so.13")
+    run = run_cli("diagnose", "--site-packages", str(site), "--root",
+                  str(empty_root(fixed_tree / "root")), "--json", "--no-cache")
+    document = run.json()
+    assert run.code == 0, document["findings"]
+    first = document["attempts"][0]
+    assert first["ok"] is False and first["superseded"] is True
+    assert any(a["ok"] and "retry" in a["why"] for a in document["attempts"])
+    # Without the library anywhere, torch's required preload raises: import fails.
+    (moved / "libcudart.so.13").unlink()
+    failed = run_cli("diagnose", "--site-packages", str(site), "--root",
+                     str(fixed_tree / "root"), "--json", "--no-cache")
+    assert failed.code == 1
+    kinds = {f["kind"] for f in failed.json()["findings"] if f["severity"] == "blocks-import"}
+    assert {"missing-library", "preload-not-found"} <= kinds

@@ -59,7 +59,7 @@ class Attempt:
     why: str  # who opens it and how
     ok: bool
     requests: range  # indices into Namespace.requests made by this attempt
-    superseded: bool = False  # failed, but torch recovered (preload, then a retry)
+    superseded: bool = False  # failed, but torch recovered (a retry) or ignores the failure
 
 
 def _data() -> dict[str, Any]:
@@ -178,12 +178,23 @@ def _first_missing(ns: Namespace, attempt: Attempt) -> str | None:
     return next((requests[i].name for i in attempt.requests if requests[i].target is None), None)
 
 
-def _preload_all(ns: Namespace, torch: TorchInstall, *, why: str) -> list[Attempt]:
+def _preload_best_effort(ns: Namespace, torch: TorchInstall) -> list[Attempt]:
+    """The preload after a successful CDLL: what is present, until the first load that fails.
+
+    torch wraps it in `except Exception: pass`, so a failure here breaks nothing by itself
+    (`_C` then meets the same library through its own DT_NEEDED): it is recorded, superseded.
+    """
     attempts = []
     for folder, pattern in torch.preload:
         path = _find_preload(ns.rootfs, torch, folder, pattern)
-        if path is not None:
-            attempts.append(_attempt(ns, path, why, IMPORT))
+        if path is None:
+            continue
+        attempt = _attempt(ns, path, "torch/__init__.py: best-effort preload", IMPORT)
+        if not attempt.ok:
+            attempts.append(Attempt(phase=attempt.phase, name=attempt.name, why=attempt.why,
+                                    ok=False, requests=attempt.requests, superseded=True))
+            break
+        attempts.append(attempt)
     return attempts
 
 
@@ -218,7 +229,7 @@ def _global_deps_attempts(ns: Namespace, torch: TorchInstall, lib: str) -> list[
     missing = _first_missing(ns, first)
     prefixes = {pattern.split(".", 1)[0] for _, pattern in torch.preload}
     if first.ok and any((o.facts.soname or "").startswith("libcudart.so") for o in ns.objects):
-        attempts += _preload_all(ns, torch, why="torch/__init__.py: best-effort preload")
+        attempts += _preload_best_effort(ns, torch)
     elif not first.ok and missing and missing.split(".", 1)[0] in prefixes:
         preloads, recovered = _preload_required(ns, torch)
         attempts += preloads
