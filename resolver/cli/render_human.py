@@ -74,10 +74,17 @@ def _finding_tree(finding: Finding, colour: str, verbose: bool) -> Tree:
     if finding.searched:
         trail = tree.add("paths considered in this order:")
         steps = finding.searched if verbose else finding.searched[:24]
+        # One branch per search list (a DT_RPATH of one object, LD_LIBRARY_PATH, the defaults),
+        # its paths under it, so each path gets a line of its own.
+        group: Tree | None = None
+        key: tuple[object, ...] = ()
         for step in steps:
-            owner = f" of {posixpath.basename(step.owner)}" if step.owner else ""
+            if group is None or (step.via, step.owner) != key:
+                key = (step.via, step.owner)
+                owner = f" of {posixpath.basename(step.owner)}" if step.owner else ""
+                group = trail.add(escape(f"{step.via.value}{owner}"))
             detail = f" ({step.detail})" if step.detail else ""
-            trail.add(escape(f"{step.via.value}{owner}: {step.path}  {step.outcome.value}{detail}"))
+            group.add(escape(f"{step.path}  {step.outcome.value}{detail}"))
         if len(steps) < len(finding.searched):
             trail.add(f"… {len(finding.searched) - len(steps)} more (--verbose)")
     for place in finding.found_elsewhere[1:3]:
