@@ -172,3 +172,34 @@ def test_live_root_recorded_then_replayed_gives_the_live_diagnosis(
                    "--ld-library-path", "")
     assert replayed.code == live.code == 1
     assert _findings(replayed.json()) == _findings(live.json())
+
+
+@pytest.mark.fuzz
+def test_mutated_fixtures_give_a_fixture_or_one_line_invalid_fixture(
+        recorded: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> None:
+    from hypothesis import HealthCheck, given, settings  # noqa: PLC0415
+    from hypothesis import strategies as st  # noqa: PLC0415
+
+    from resolver.errors import InvalidFixture  # noqa: PLC0415
+
+    original = (recorded[0] / "files.json").read_text()
+    manifest = (recorded[0] / "manifest.toml").read_text()
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.integers(0, len(original) - 1), st.text(max_size=8), st.integers(0, 8))
+    def mutate(at: int, insert: str, cut: int) -> None:
+        directory = tmp_path_factory.mktemp("fuzzed")
+        (directory / "manifest.toml").write_text(manifest)
+        (directory / "files.json").write_text(original[:at] + insert + original[at + cut:])
+        try:
+            fixture = parse_fixture_dir(directory)
+        except InvalidFixture as err:
+            assert str(err).startswith(str(directory))
+            assert "\n" not in str(err)
+            return
+        try:
+            materialize(fixture, tmp_path_factory.mktemp("cache"))
+        except InvalidFixture as err:
+            assert "\n" not in str(err)
+
+    mutate()
