@@ -31,7 +31,6 @@ class Via(enum.Enum):
     RUNPATH = "DT_RUNPATH"
     LD_SO_CACHE = "ld.so.cache"
     DEFAULT = "default dirs"
-    PRELOAD = "loaded by path by torch"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

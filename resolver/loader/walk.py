@@ -141,7 +141,6 @@ class Namespace:
             lib=platform.lib_token, platform=platform.platform_token, separators=":;",
         ) if ld_library_path else ()
         self.state = _State()
-        self.failures: list[tuple[str, str]] = []  # (phase, what failed) of rolled-back dlopens
 
     @property
     def objects(self) -> tuple[LoadedObject, ...]:
@@ -344,7 +343,6 @@ class Namespace:
         if self._map(name, caller, phase, state) is None and (
             state.requests[-1].target is None
         ):
-            self.failures.append((phase, name))
             return False
         queue = list(range(first_object, len(state.objects)))
         while queue:
@@ -356,10 +354,8 @@ class Namespace:
         self._check_versions(range(first_object, len(state.objects)), phase)
         failed = any(r.target is None for r in state.requests[first_request:]) or any(
             v.fatal for v in state.versions[first_version:])
-        if failed:
-            self.failures.append((phase, name))
-            if not keep_on_failure:
-                state.unloaded.update(range(first_object, len(state.objects)))
+        if failed and not keep_on_failure:
+            state.unloaded.update(range(first_object, len(state.objects)))
         return not failed
 
     def _check_versions(self, new: range, phase: str) -> None:
