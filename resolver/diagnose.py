@@ -68,6 +68,7 @@ class Diagnosis:
     torch: TorchInstall | None
     loader: LoaderConfig
     objects: tuple[LoadedObject, ...]  # every object the walk loaded (rolled back included)
+    unloaded: frozenset[int]  # indices of objects a failed dlopen rolled back
     requests: tuple[Request, ...]
     attempts: tuple[Attempt, ...]
     findings: tuple[Finding, ...]
@@ -225,5 +226,6 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
     order = {Severity.BLOCKS_IMPORT: 0, Severity.BREAKS_FEATURE: 1, Severity.INFO: 2}
     findings.sort(key=lambda f: (order[f.severity], f.kind.value, f.subject))
     return Diagnosis(platform=platform, torch=torch, loader=loader, objects=objects,
+                     unloaded=frozenset(o.index for o in objects) - {o.index for o in live},
                      requests=ns.requests, attempts=attempts, findings=tuple(findings))
 

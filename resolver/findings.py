@@ -109,7 +109,9 @@ def load_findings(
         for attempt in attempts
         if not attempt.ok and not attempt.requests and not attempt.superseded
     ]
-    findings += _version_findings(versions, objects)
+    kept = [versions[i] for attempt in attempts if not attempt.superseded
+            for i in attempt.versions]
+    findings += _version_findings(kept, objects)
     return tuple(findings)
 
 

@@ -236,6 +236,7 @@ class ZipMount:
             self._pool.shutdown(wait=True)
             self._pool = None
         self._pending.clear()
+        self._zip.close()
 
     def open(self, rel: str) -> tuple[BinaryIO, int]:
         """Member `rel` inflated into memory (by `prefetch` when it got there first), and its size.

@@ -25,7 +25,16 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
-__all__ = ["DirMount", "Entry", "EntryKind", "Mount", "Resolved", "RootFS", "ZipMount"]
+__all__ = [
+    "DirMount",
+    "Entry",
+    "EntryKind",
+    "Mount",
+    "Resolved",
+    "RootFS",
+    "ZipMount",
+    "path_in_root",
+]
 
 # Linux follows at most 40 symlinks in one lookup (include/linux/namei.h MAXSYMLINKS).
 _MAX_SYMLINKS = 40
@@ -44,6 +53,17 @@ class Resolved:
     def ok(self) -> bool:
         """True when `real` names a regular file or directory."""
         return self.problem is None and self.real is not None
+
+
+def path_in_root(root: str, host_path: str) -> str | None:
+    """Where a host path lies in the namespace of the root at `root`, None when outside it."""
+    root = os.path.abspath(root)
+    if root == "/":
+        return host_path
+    if host_path != root and not host_path.startswith(root + "/"):
+        return None
+    relative = os.path.relpath(host_path, root)
+    return "/" if relative == "." else "/" + relative
 
 
 class RootFS:

@@ -46,7 +46,10 @@ def parse_wheel_metadata_tags(text: str) -> tuple[str, ...]:
     tags: set[str] = set()
     for line in text.splitlines():
         if line.startswith("Tag:"):
-            tags.update(str(tag) for tag in parse_tag(line.split(":", 1)[1].strip()))
+            try:
+                tags.update(str(tag) for tag in parse_tag(line.split(":", 1)[1].strip()))
+            except ValueError:
+                continue  # a malformed tag names no platform: pip would refuse it too
     return tuple(sorted(tags))
 
 

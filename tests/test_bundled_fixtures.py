@@ -52,7 +52,7 @@ def test_torch_2_11_on_thor() -> None:
     assert toolkit in target["ld_so_conf_dirs"]
     for name in ("libcudart.so.13", "libcublas.so.13", "libcufft.so.12", "libcusparse.so.12"):
         assert name not in blocking
-        loaded = [o for o in document["objects"] if o["soname"] == name]
+        loaded = [o for o in document["objects"] if o["soname"] == name and o["loaded"]]
         assert loaded and loaded[0]["real"].startswith(toolkit), name
     # cuDNN 9.12 on the system, torch built with 9.19: refused at first use.
     cudnn = [f for f in document["findings"] if f["kind"] == "cudnn-too-old"]
@@ -79,6 +79,9 @@ def test_cpu_torch_loads_on_thor_and_check_says_so(tmp_path: Path) -> None:
     good = run_cli("check", "--fixture", "thor-jp7.0", "--torch-fixture",
                    "torch-2.9.1-aarch64-cpu", "--junit", str(tmp_path / "good.xml"))
     assert good.code == 0
+    report = (tmp_path / "good.xml").read_text()
+    assert 'tests="1"' in report and 'failures="0"' in report
+    assert "torch-2.9.1-aarch64-cpu on thor-jp7.0" in report
     bad = run_cli("check", "--fixture", "thor-jp7.0", "--fixture", "orin-jp6.2",
                   "--torch-fixture", "torch-2.11.0-aarch64", "--json")
     assert bad.code == 1

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 from cli_helpers import run_cli, subjects, validate
 
+from resolver.rootfs import RootFS
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -108,6 +110,8 @@ def test_symlink_loop_and_escaping_link_in_root_are_findings(fixed_tree: Path,
     broken = [s for s in finding["searched"] if s["outcome"] == "broken symlink"]
     assert broken and "loop" in broken[0]["detail"]
     # /lib -> ../../../../../../usr/lib resolves to the root's own /usr/lib, never the host's.
+    assert RootFS(str(root)).resolve("/lib").real == "/usr/lib"
+    assert RootFS(str(root)).resolve("/lib/x86_64-linux-gnu/libmissing.so.1").problem is not None
     lib_steps = [s for s in finding["searched"] if s["path"].startswith("/lib/")]
     assert lib_steps and all(s["outcome"] != "found" for s in lib_steps)
 
@@ -140,22 +144,49 @@ def _zip(path: Path, members: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "message"),
     [
-        ["--site-packages", "/nonexistent/site"],
-        ["--wheel", "/nonexistent.whl"],
-        ["--site-packages", "/tmp", "--wheel", "/x.whl"],
-        ["--site-packages", "/tmp", "--gpu-arch", "smX"],
-        ["--site-packages", "/tmp", "--root", "/nonexistent/root"],
-        ["--python", "/nonexistent/python3"],
+        (["--site-packages", "/nonexistent/site"], "--site-packages /nonexistent/site: not a"),
+        (["--wheel", "/nonexistent.whl"], "--wheel /nonexistent.whl: no such file"),
+        (["--site-packages", "/tmp", "--wheel", "/x.whl"], "give one of"),
+        (["--site-packages", "/tmp", "--gpu-arch", "smX"], "--gpu-arch: expected sm_XY"),
+        (["--site-packages", "/tmp", "--root", "/nonexistent/root"], "root is not a directory"),
+        (["--python", "/nonexistent/python3"], "--python /nonexistent/python3: cannot ask"),
+        (["--fixture", "no-such-fixture", "--site-packages", "/tmp"], "no such fixture"),
     ],
-    ids=["no-site", "no-wheel", "two-inputs", "bad-gpu", "no-root", "no-python"],
+    ids=["no-site", "no-wheel", "two-inputs", "bad-gpu", "no-root", "no-python", "no-fixture"],
 )
-def test_bad_usage_is_one_line_exit_2(args: list[str]) -> None:
+def test_bad_usage_is_one_line_exit_2(args: list[str], message: str) -> None:
     run = run_cli("diagnose", *args, "--no-cache")
     assert run.code == 2, run.stdout
     assert run.stderr.startswith("jetson-resolve: error: ")
-    assert "Traceback" not in run.stderr
+    assert message in run.stderr
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+
+
+def test_malformed_wheel_tag_and_unwritable_junit_are_not_tracebacks(
+        fixed_tree: Path, build_lib: BuildLib) -> None:
+    site = make_mini_torch(fixed_tree / "site", build_lib)
+    info = site / "torch-9.9.9.dist-info"
+    info.mkdir()
+    (info / "WHEEL").write_text("Wheel-Version: 1.0\nTag: cp312-cp312\n")
+    run = run_cli("diagnose", "--site-packages", str(site), "--root",
+                  str(empty_root(fixed_tree / "root")), "--json", "--no-cache")
+    assert run.code == 1  # libmissing.so.1; the malformed tag is skipped, not a crash
+    check = run_cli("check", "--fixture", "thor-jp7.0", "--torch-fixture",
+                    "torch-2.9.1-aarch64-cpu", "--junit", "/nonexistent/dir/report.xml")
+    assert check.code == 2
+    assert check.stderr == ("jetson-resolve: error: --junit /nonexistent/dir/report.xml: "
+                            "its folder does not exist\n")
+
+
+def test_site_packages_in_a_dot_folder_of_the_root(fixed_tree: Path, build_lib: BuildLib) -> None:
+    root = empty_root(fixed_tree / "root")
+    make_mini_torch(root / ".venv" / "site", build_lib)
+    run = run_cli("diagnose", "--site-packages", str(root / ".venv" / "site"), "--root",
+                  str(root), "--json", "--no-cache")
+    assert run.code == 1
+    assert run.json()["torch"]["site"] == "/.venv/site"
 
 
 def test_truncated_library_is_an_invalid_library_finding(fixed_tree: Path,

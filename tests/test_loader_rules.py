@@ -48,7 +48,8 @@ def assert_same_as_loader(ns: Namespace, trace: TraceResult) -> None:
     ours = {o.path: os.path.realpath(o.real) for o in ns.objects}
     by_name = {}
     for obj in ns.objects:
-        for name in obj.names:
+        # ld.so prints a NEEDED path with a DST under its expanded form: index both.
+        for name in (*obj.names, obj.path):
             by_name[name] = os.path.realpath(obj.real)
     for name, path in trace.found.items():
         if "ld-linux" in name or (name == path and path not in ours):
@@ -162,13 +163,38 @@ def test_origin_is_where_found_not_realpath(tmp_path: Path, build_lib: BuildLib,
     assert_same_as_loader(ns, host_trace(top))
 
 
-def test_nodeflib_skips_cache_and_default_dirs(tmp_path: Path, build_lib: BuildLib,
-                                               host_trace: HostTrace) -> None:
-    top = build_lib(tmp_path, "libtop.so", needed=["libm.so.6"], nodeflib=True)
+def test_nodeflib_refuses_default_dirs_even_from_the_cache(tmp_path: Path, build_lib: BuildLib,
+                                                            host_trace: HostTrace) -> None:
+    # libm.so.6's cache entry is in a default directory: refused. A cache entry elsewhere
+    # (this host registers the CUDA toolkit's lib in ld.so.conf) is still used.
+    rootfs = RootFS("/")
+    config = read_loader_config(rootfs, read_platform(rootfs))
+    elsewhere = config.lookup("libcudart.so.13")
+    if elsewhere is None or elsewhere.startswith(("/lib/", "/usr/lib/")):
+        pytest.skip("needs a library registered in ld.so.cache outside the default dirs")
+    cudart_dir = str(Path(elsewhere).parent)
+    top = build_lib(tmp_path, "libtop.so", needed=["libm.so.6", "libcudart.so.13"],
+                    nodeflib=True, link_dirs=[Path(cudart_dir)])
     ns = walk(top)
-    request = next(r for r in ns.requests if r.name == "libm.so.6")
-    assert request.target is None
-    assert not any(c.via in (Via.LD_SO_CACHE, Via.DEFAULT) for c in request.candidates)
+    libm = next(r for r in ns.requests if r.name == "libm.so.6")
+    assert libm.target is None
+    assert [c.via for c in libm.candidates] == [Via.LD_SO_CACHE]
+    assert "DF_1_NODEFLIB" in str(libm.candidates[0].detail)
+    assert not any(c.via is Via.DEFAULT for r in ns.requests for c in r.candidates)
+    cudart = ns.find_loaded("libcudart.so.13")
+    assert cudart is not None and cudart.path == elsewhere
+    assert_same_as_loader(ns, host_trace(top))
+
+
+def test_dst_in_a_needed_path_is_expanded(tmp_path: Path, build_lib: BuildLib,
+                                          host_trace: HostTrace) -> None:
+    # A SONAME with a DST: linking against the file records it as the DT_NEEDED string.
+    dep = build_lib(tmp_path, "libdep.so", soname="$ORIGIN/libdep.so")
+    top = build_lib(tmp_path, "libtop.so", needed=[dep])
+    ns = walk(top)
+    request = next(r for r in ns.requests if r.name == "$ORIGIN/libdep.so")
+    assert request.target is not None
+    assert [c.path for c in request.candidates] == [f"{tmp_path}/libdep.so"]
     assert_same_as_loader(ns, host_trace(top))
 
 

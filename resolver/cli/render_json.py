@@ -51,7 +51,7 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,
     counts: dict[str, int] = {}
     for finding in result.findings:
         counts[finding.severity.value] = counts.get(finding.severity.value, 0) + 1
-    loaded = list(result.objects)
+    loaded = [o for o in result.objects if o.index not in result.unloaded]
     return {
         "schema": SCHEMA_VERSION,
         "command": "diagnose",
@@ -94,8 +94,9 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,
         ],
         "objects": [
             {"path": o.path, "real": o.real, "soname": o.facts.soname, "phase": o.phase,
+             "loaded": o.index not in result.unloaded,
              "gpu_code": [str(c) for c in o.facts.gpu_code]}
-            for o in loaded
+            for o in result.objects
         ],
         "findings": [finding_json(f) for f in result.findings],
     }

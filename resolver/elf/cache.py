@@ -139,8 +139,9 @@ def read_facts(rootfs: RootFS, real: str, cache: FactsCache) -> ElfFacts:
             try:
                 cached = read_elf_facts(stream, origin=rootfs.host_label(real), size=size)
             except InvalidElf as err:
-                cached = err
+                # Keep the message, not the exception: its traceback holds the file's mapping.
+                cached = InvalidElf(str(err))
         cache.put(key, cached)
     if isinstance(cached, InvalidElf):
-        raise cached
+        raise InvalidElf(str(cached))  # a fresh one each time: no traceback piling up
     return cached

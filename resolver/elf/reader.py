@@ -56,6 +56,8 @@ __all__ = ["ELF_MAGIC", "read_elf_facts"]
 
 ELF_MAGIC = b"\x7fELF"
 
+_FATBIN_NAME = b".nv_fatbin\0"
+
 # Bounds that keep a corrupt file from making us loop or allocate without end.
 _MAX_DYN_ENTRIES = 1 << 16
 _MAX_VERSION_RECORDS = 1 << 16
@@ -288,7 +290,11 @@ def _read_fatbin(source: _Source, layout: _Layout) -> tuple[GpuCode, ...]:
         # SHT_NOBITS (8) has no bytes in the file.
         if sh_type == 8:
             continue
-        if source.read_cstring(names_offset + name, "section name") == ".nv_fatbin":
+        # A fixed-length compare: reading every name whole lets a crafted file with thousands
+        # of unterminated names cost seconds.
+        at = names_offset + name
+        if at + len(_FATBIN_NAME) <= source.size and source.read(
+                at, len(_FATBIN_NAME), "section name") == _FATBIN_NAME:
             from resolver.elf.fatbin import parse_fatbin_codes  # noqa: PLC0415
 
             if offset + size > source.size:
@@ -313,6 +319,18 @@ def _read_fatbin(source: _Source, layout: _Layout) -> tuple[GpuCode, ...]:
     return ()
 
 
+def _gpu_code(source: _Source, layout: _Layout) -> tuple[GpuCode, ...]:
+    """GPU code, or none when the section headers or the fatbin cannot be read.
+
+    The loader never reads section headers (`sstrip` removes them and the file still loads),
+    so damage there must not turn a loadable library into an invalid one.
+    """
+    try:
+        return _read_fatbin(source, layout)
+    except InvalidElf:
+        return ()
+
+
 def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) -> ElfFacts:
     """Read the facts of the ELF file open as `stream` (seekable, binary).
 
@@ -335,7 +353,7 @@ def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) ->
         if layout.dynamic is None:
             return ElfFacts(elf_class=layout.elf_class, endian=layout.endian,
                             machine=layout.machine, osabi=layout.osabi, elf_type=layout.type,
-                            has_dynamic=False, gpu_code=_read_fatbin(source, layout))
+                            has_dynamic=False, gpu_code=_gpu_code(source, layout))
         tags = _read_dynamic(source, layout, layout.dynamic)
         dyn = dict(tags)
         if DT_STRTAB not in dyn:
@@ -362,7 +380,7 @@ def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) ->
             nodeflib=bool(dyn.get(DT_FLAGS_1, 0) & DF_1_NODEFLIB),
             version_defs=version_defs,
             version_needs=version_needs,
-            gpu_code=_read_fatbin(source, layout),
+            gpu_code=_gpu_code(source, layout),
         )
     finally:
         source.close()

@@ -17,6 +17,7 @@ import. Nothing here decides severities or renders anything (`resolver.findings`
 from __future__ import annotations
 
 import ast
+import dataclasses
 import fnmatch
 import json
 import posixpath
@@ -59,6 +60,7 @@ class Attempt:
     why: str  # who opens it and how
     ok: bool
     requests: range  # indices into Namespace.requests made by this attempt
+    versions: range = range(0)  # indices into Namespace.version_problems found by it
     superseded: bool = False  # failed, but torch recovered (a retry) or ignores the failure
 
 
@@ -168,9 +170,11 @@ def _attempt(  # noqa: PLR0913 - Namespace.dlopen's arguments, plus why it is ca
     ns: Namespace, name: str, why: str, phase: str, requester: int | None = None,
     *, keep: bool = False,
 ) -> Attempt:
-    first = len(ns.requests)
+    first, first_version = len(ns.requests), len(ns.version_problems)
     ok = ns.dlopen(name, phase=phase, requester=requester, keep_on_failure=keep)
-    return Attempt(phase=phase, name=name, why=why, ok=ok, requests=range(first, len(ns.requests)))
+    return Attempt(phase=phase, name=name, why=why, ok=ok,
+                   requests=range(first, len(ns.requests)),
+                   versions=range(first_version, len(ns.version_problems)))
 
 
 def _first_missing(ns: Namespace, attempt: Attempt) -> str | None:
@@ -191,8 +195,7 @@ def _preload_best_effort(ns: Namespace, torch: TorchInstall) -> list[Attempt]:
             continue
         attempt = _attempt(ns, path, "torch/__init__.py: best-effort preload", IMPORT)
         if not attempt.ok:
-            attempts.append(Attempt(phase=attempt.phase, name=attempt.name, why=attempt.why,
-                                    ok=False, requests=attempt.requests, superseded=True))
+            attempts.append(dataclasses.replace(attempt, superseded=True))
             break
         attempts.append(attempt)
     return attempts
@@ -238,9 +241,7 @@ def _global_deps_attempts(ns: Namespace, torch: TorchInstall, lib: str) -> list[
                              IMPORT)
             attempts.append(retry)
             if retry.ok:
-                attempts[0] = Attempt(
-                    phase=first.phase, name=first.name, why=first.why, ok=False,
-                    requests=first.requests, superseded=True)
+                attempts[0] = dataclasses.replace(first, superseded=True)
     return attempts
 
 

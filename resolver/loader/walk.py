@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from resolver.elf.cache import read_facts
 from resolver.errors import InvalidElf
-from resolver.loader.search import SearchDir, Via, split_search_path
+from resolver.loader.search import SearchDir, Via, expand_dst, split_search_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -241,13 +241,12 @@ class Namespace:
         wanted = requester.facts if requester else None
         result: tuple[str, str, ElfFacts] | str | None
         if "/" in name:
-            opened = self._try(name, Via.PATH, None, wanted, tried)
-            result = None if isinstance(opened, _Stop) else opened
+            result = self._open_path(name, requester, wanted, tried)
         else:
             result = self._search_path(name, requester, wanted, tried)
             nodeflib = requester is not None and requester.facts.nodeflib
-            if result is None and not nodeflib:
-                result = self._search_system(name, wanted, tried)
+            if result is None:
+                result = self._search_system(name, wanted, tried, nodeflib=nodeflib)
         if isinstance(result, str):
             return None, tried, result
         return result, tried, None
@@ -275,17 +274,44 @@ class Namespace:
                 return result
         return None
 
-    def _search_system(self, name: str, wanted: ElfFacts | None,
-                       tried: list[Candidate]) -> tuple[str, str, ElfFacts] | str | None:
-        """ld.so.cache, then the default directories: the found file, a fatal error or None."""
+    def _open_path(self, name: str, requester: LoadedObject | None, wanted: ElfFacts | None,
+                   tried: list[Candidate]) -> tuple[str, str, ElfFacts] | str | None:
+        """A name with a slash is opened as it is, after `$ORIGIN`-style expansion."""
+        path: str | None = name
+        if "$" in name and requester is not None:
+            path = expand_dst(name, origin=posixpath.dirname(requester.path),
+                              lib=self.platform.lib_token, platform=self.platform.platform_token)
+        if path is None or not path.startswith("/"):
+            # A relative path is relative to the process's working directory, which no root
+            # records: reported as tried, never found.
+            tried.append(Candidate(via=Via.PATH, path=path or name, outcome=Outcome.ABSENT,
+                                   detail="relative to the working directory"
+                                   if path else "cannot expand its $ORIGIN"))
+            return None
+        opened = self._try(path, Via.PATH, None, wanted, tried)
+        return None if isinstance(opened, _Stop) else opened
+
+    def _search_system(self, name: str, wanted: ElfFacts | None, tried: list[Candidate], *,
+                       nodeflib: bool) -> tuple[str, str, ElfFacts] | str | None:
+        """ld.so.cache, then the default directories: the found file, a fatal error or None.
+
+        Under DF_1_NODEFLIB glibc still consults the cache but refuses an entry that lies in a
+        default directory, and skips the default directories (elf/dl-load.c `_dl_map_object`).
+        """
         cached = self.find_in_cache(name) if self.find_in_cache else None
-        if cached is None:
+        if cached is not None and nodeflib and any(
+                cached.startswith(d.rstrip("/") + "/") for d in self.platform.system_dirs):
+            tried.append(Candidate(via=Via.LD_SO_CACHE, path=cached, outcome=Outcome.ABSENT,
+                                   detail="in a default directory: refused under DF_1_NODEFLIB"))
+        elif cached is None:
             tried.append(Candidate(via=Via.LD_SO_CACHE, path=name, outcome=Outcome.ABSENT,
                                    detail="no entry"))
         else:
             result = self._try(cached, Via.LD_SO_CACHE, None, wanted, tried)
             if not isinstance(result, _Stop) and result is not None:
                 return result
+        if nodeflib:
+            return None
         for directory in self.platform.system_dirs:
             result = self._try(posixpath.join(directory, name), Via.DEFAULT, None, wanted, tried)
             if isinstance(result, _Stop):

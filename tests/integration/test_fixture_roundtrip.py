@@ -203,3 +203,26 @@ def test_mutated_fixtures_give_a_fixture_or_one_line_invalid_fixture(
             assert "\n" not in str(err)
 
     mutate()
+
+
+def test_fixture_cannot_write_outside_its_directory(recorded: tuple[Path, Path],
+                                                    tmp_path: Path) -> None:
+    from resolver.errors import InvalidFixture  # noqa: PLC0415
+
+    broken = tmp_path / "under-link"
+    shutil.copytree(recorded[0], broken)
+    files = json.loads((broken / "files.json").read_text())
+    files["entries"]["/escape"] = {"kind": "symlink", "target": str(tmp_path / "outside")}
+    files["entries"]["/escape/sub"] = {"kind": "dir"}
+    files["entries"]["/escape/sub/x"] = {"kind": "text", "text": "x"}
+    (broken / "files.json").write_text(json.dumps(files))
+    with pytest.raises(InvalidFixture, match="lies under the symlink /escape"):
+        parse_fixture_dir(broken)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(recorded[0], renamed)
+    manifest = (renamed / "manifest.toml").read_text()
+    (renamed / "manifest.toml").write_text(
+        manifest.replace('name = "arm64"', f'name = "{tmp_path}/ESCAPED"'))
+    with pytest.raises(InvalidFixture, match=r"\.name: expected letters"):
+        parse_fixture_dir(renamed)
+    assert not (tmp_path / "outside").exists()

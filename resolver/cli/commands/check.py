@@ -71,6 +71,8 @@ def register(app: typer.Typer) -> None:
 
         if wheel is None and site_packages is None and torch_fixture is None:
             raise fail("give the torch to check: --wheel, --site-packages or --torch-fixture")
+        if junit is not None and not junit.resolve().parent.is_dir():
+            raise fail(f"--junit {junit}: its folder does not exist")
         results: list[tuple[str, Diagnosis, float]] = []
         for name in fixture:
             inputs = prepare(python=None, site_packages=site_packages, wheel=wheel, root=Path("/"),
@@ -82,7 +84,8 @@ def register(app: typer.Typer) -> None:
             sys.stderr.write(f"checked {name}\n")
         input_name = str(wheel or site_packages or torch_fixture)
         if junit is not None:
-            junit.write_text(junit_xml(results, input_name), encoding="utf-8")
+            report = junit_xml(results, input_name)
+            guarded(debug, functools.partial(junit.write_text, report, encoding="utf-8"))
         failed = [name for name, result, _ in results if result.blocks_import]
         if as_json:
             document: dict[str, Any] = {

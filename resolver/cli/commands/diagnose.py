@@ -139,13 +139,11 @@ def _torch_fixture(name: str) -> tuple[str, dict[str, Mount]]:
 
 def _place(rootfs_root: str, host_path: str) -> tuple[str, dict[str, Mount]]:
     """Where a host directory appears in the root's namespace, and the mount that puts it there."""
-    from resolver.rootfs import DirMount  # noqa: PLC0415
+    from resolver.rootfs import DirMount, path_in_root  # noqa: PLC0415
 
-    root = os.path.abspath(rootfs_root)
-    if root == "/":
-        return host_path, {}
-    if host_path == root or host_path.startswith(root + "/"):
-        return "/" + os.path.relpath(host_path, root).lstrip("."), {}
+    inside = path_in_root(rootfs_root, host_path)
+    if inside is not None:
+        return inside, {}
     return host_path, {host_path: DirMount(host_path)}
 
 
@@ -167,38 +165,42 @@ def run_diagnose(inputs: DiagnoseInputs) -> tuple[Diagnosis, RootFS]:
     if inputs.fixture is not None:
         root, recorded_gpu = _fixture_root(inputs.fixture)
         gpu_arch = gpu_arch if gpu_arch is not None else recorded_gpu
-    mounts: dict[str, Mount]
-    if inputs.torch_fixture is not None:
-        site, mounts = _torch_fixture(inputs.torch_fixture)
-    elif inputs.is_wheel:
-        at = "/" + os.path.basename(inputs.site)
-        mounts = {at: ZipMount(inputs.site)}
-        site = at
-        try:
-            wheel_tags = parse_wheel_file_tags(os.path.basename(inputs.site))
-        except ValueError as err:
-            raise RootFsError(f"{inputs.site}: {err}") from err
-    else:
-        site, mounts = _place(root, inputs.site)
-    sys_path = tuple(_place(root, p)[0] for p in inputs.sys_path)
-    rootfs = RootFS(root, mounts=mounts)
-    cache = FactsCache(default_cache_path() if inputs.use_cache else None)
-    platform = read_platform(rootfs, gpu_arch=gpu_arch, python=inputs.python, cache=cache)
-    for mount in mounts.values():
-        if isinstance(mount, ZipMount):
-            # Inflate the shared libraries whose facts are not cached on worker threads now,
-            # biggest first, while the walk reads the small ones.
-            mount.prefetch([
-                name for name in mount.member_names()
-                if (name.endswith(".so") or ".so." in name)
-                and cache.get(cache.key(mount.identity(name))) is None
-            ])
+    mounts: dict[str, Mount] = {}
     try:
-        result = diagnose(rootfs, platform, site, cache, ld_library_path=inputs.ld_library_path,
-                          sys_path=sys_path, wheel_tags=wheel_tags,
-                          wheel_name=os.path.basename(inputs.site) if inputs.is_wheel else None)
+        if inputs.torch_fixture is not None:
+            site, mounts = _torch_fixture(inputs.torch_fixture)
+        elif inputs.is_wheel:
+            site = "/" + os.path.basename(inputs.site)
+            mounts = {site: ZipMount(inputs.site)}  # first: is it a zip at all
+            try:
+                wheel_tags = parse_wheel_file_tags(os.path.basename(inputs.site))
+            except ValueError as err:
+                raise RootFsError(f"{inputs.site}: {err}") from err
+        else:
+            site, mounts = _place(root, inputs.site)
+        sys_path = tuple(_place(root, p)[0] for p in inputs.sys_path)
+        rootfs = RootFS(root, mounts=mounts)
+        cache = FactsCache(default_cache_path() if inputs.use_cache else None)
+        try:
+            platform = read_platform(rootfs, gpu_arch=gpu_arch, python=inputs.python,
+                                     cache=cache)
+            for mount in mounts.values():
+                if isinstance(mount, ZipMount):
+                    # Inflate the libraries whose facts are not cached on worker threads now,
+                    # biggest first, while the walk reads the small ones.
+                    mount.prefetch([
+                        name for name in mount.member_names()
+                        if (name.endswith(".so") or ".so." in name)
+                        and cache.get(cache.key(mount.identity(name))) is None
+                    ])
+            result = diagnose(rootfs, platform, site, cache,
+                              ld_library_path=inputs.ld_library_path, sys_path=sys_path,
+                              wheel_tags=wheel_tags,
+                              wheel_name=os.path.basename(inputs.site) if inputs.is_wheel
+                              else None)
+        finally:
+            cache.save()
     finally:
-        cache.save()
         for mount in mounts.values():
             if isinstance(mount, ZipMount):
                 mount.close()
@@ -246,7 +248,7 @@ def register(app: typer.Typer) -> None:
             "--json", help="Print JSON instead of tables.",
         )] = False,
         verbose: Annotated[bool, typer.Option(
-            "--verbose", "-v", help="Show every path tried, also for libraries that were found.",
+            "--verbose", "-v", help="Show every path tried for each finding (else the first 24).",
         )] = False,
         no_cache: Annotated[bool, typer.Option(
             "--no-cache", help="Do not read or write the on-disk ELF facts cache.",

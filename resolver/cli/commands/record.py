@@ -62,7 +62,7 @@ def _record(
     from resolver.fixture.model import Manifest, render_files_json, render_manifest  # noqa: PLC0415
     from resolver.fixture.record import record_root, record_site  # noqa: PLC0415
     from resolver.platform import read_platform  # noqa: PLC0415
-    from resolver.rootfs import RootFS  # noqa: PLC0415
+    from resolver.rootfs import RootFS, path_in_root  # noqa: PLC0415
 
     cache = FactsCache(default_cache_path())
     extras = _provenance_extras(composed_from)
@@ -85,12 +85,10 @@ def _record(
                 raise fail("--python needs the live root; use --site-packages for another root")
             sites = _python_sites(python)
         elif site_packages is not None:
-            resolved = str(site_packages.resolve())
-            base = os.path.abspath(root)
-            if base != "/" and not resolved.startswith(base + "/"):
+            inside = path_in_root(str(root), str(site_packages.resolve()))
+            if inside is None:
                 raise fail(f"--site-packages {site_packages}: not inside --root {root}")
-            sites = ("/" + os.path.relpath(resolved, base).lstrip("."),) if base != "/" else (
-                resolved,)
+            sites = (inside,)
         platform = read_platform(rootfs, cache=cache)
         entries, skipped = record_root(rootfs, platform, cache, sites=sites)
     cache.save()
