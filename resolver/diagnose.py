@@ -13,31 +13,38 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from packaging.version import Version
+
 from resolver.errors import InvalidLdCache, RootFsError
-from resolver.findings import (
-    Finding,
-    FindingKind,
-    Severity,
+from resolver.findings.derive import (
     cudnn_findings,
     driver_findings,
     gpu_findings,
     load_findings,
 )
-from resolver.ldcache import find_in_cache, parse_ld_so_cache
-from resolver.ldconf import iter_conf_dirs
+from resolver.findings.model import (
+    CAUSE_ORDER,
+    FileElsewhere,
+    Finding,
+    LdSoCacheIgnored,
+    Severity,
+)
+from resolver.findings.wheel_tags import parse_wheel_metadata_tags, wheel_tag_findings
 from resolver.loader.torch_import import emulate_torch, find_torch_install
 from resolver.loader.walk import LoadedObject, Namespace, Request
-from resolver.wheeltags import parse_wheel_metadata_tags, wheel_tag_findings
+from resolver.target.ldcache import find_in_cache, parse_ld_so_cache
+from resolver.target.ldconf import iter_conf_dirs
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from resolver.elf.cache import FactsCache
     from resolver.loader.torch_import import Attempt, TorchInstall
-    from resolver.platform import Platform
-    from resolver.rootfs import RootFS
+    from resolver.sources import Opened
+    from resolver.target.platform import Platform
+    from resolver.target.rootfs import RootFS
 
-__all__ = ["Diagnosis", "LoaderConfig", "diagnose", "read_loader_config"]
+__all__ = ["Diagnosis", "LoaderConfig", "diagnose", "diagnose_source", "read_loader_config"]
 
 # Where a library that is on no search path tends to sit on a Jetson or a CUDA machine.
 _ELSEWHERE_DIRS = ("/usr/local", "/opt", "/usr/lib")
@@ -52,12 +59,11 @@ _LIBRARY_DIR = re.compile(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoaderConfig:
-    """The root's `ld.so.conf` directories and how names are found in its cache."""
+    """The root's `ld.so.conf` directories and where the loader's cache answers come from."""
 
     conf_dirs: tuple[str, ...]
-    cache_source: str  # "/etc/ld.so.cache", or "emulated from ld.so.conf"
-    lookup: Callable[[str], str | None]
-    notes: tuple[str, ...] = ()
+    cache_source: str  # "/etc/ld.so.cache", "emulated from ld.so.conf", or "unreadable, ignored"
+    cache_problem: str | None = None  # why the cache is missing or ignored (None: read fine)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,7 +77,7 @@ class Diagnosis:
     unloaded: frozenset[int]  # indices of objects a failed dlopen rolled back
     requests: tuple[Request, ...]
     attempts: tuple[Attempt, ...]
-    findings: tuple[Finding, ...]
+    findings: tuple[Finding, ...]  # root causes first (`CAUSE_ORDER`), then by severity
 
     @property
     def blocks_import(self) -> bool:
@@ -79,10 +85,13 @@ class Diagnosis:
         return any(f.severity is Severity.BLOCKS_IMPORT for f in self.findings)
 
 
-def read_loader_config(rootfs: RootFS, platform: Platform) -> LoaderConfig:
+def read_loader_config(rootfs: RootFS, platform: Platform
+                       ) -> tuple[LoaderConfig, Callable[[str], str | None]]:
     """Read the root's `ld.so.conf` (with includes) and its `ld.so.cache`.
 
-    A cache of another format or cut short is ignored, as glibc ignores it, with a note.
+    Returns the configuration and the cache lookup (soname -> path, None when the cache has no
+    entry). A cache of another format or cut short is ignored, as glibc ignores it; a root
+    without one is answered as `ldconfig` would have built it from `ld.so.conf`.
     """
     conf_dirs = tuple(iter_conf_dirs(rootfs.read_text, rootfs.glob))
     data = rootfs.read_bytes("/etc/ld.so.cache")
@@ -91,18 +100,16 @@ def read_loader_config(rootfs: RootFS, platform: Platform) -> LoaderConfig:
             cache = parse_ld_so_cache(data, origin=rootfs.host_label("/etc/ld.so.cache"))
         except InvalidLdCache as err:
             # glibc ignores a cache it cannot read (elf/dl-cache.c _dl_load_cache_lookup).
-            return LoaderConfig(conf_dirs=conf_dirs, cache_source="unreadable, ignored",
-                                lookup=lambda _name: None,
-                                notes=((f"{err}; the loader ignores it, so nothing registered "
-                                        "through ld.so.conf is found until ldconfig is run"),))
+            return (LoaderConfig(conf_dirs=conf_dirs, cache_source="unreadable, ignored",
+                                 cache_problem=str(err)),
+                    lambda _name: None)
 
         def lookup(name: str) -> str | None:
             return find_in_cache(cache, name, elf_class=int(platform.elf_class),
                                  machine=platform.machine)
 
-        return LoaderConfig(conf_dirs=conf_dirs, cache_source="/etc/ld.so.cache", lookup=lookup)
+        return LoaderConfig(conf_dirs=conf_dirs, cache_source="/etc/ld.so.cache"), lookup
 
-    # No cache: answer as `ldconfig` would have built it from ld.so.conf plus the trusted dirs.
     dirs = tuple(dict.fromkeys((*conf_dirs, *platform.system_dirs)))
 
     def emulated(name: str) -> str | None:
@@ -112,9 +119,18 @@ def read_loader_config(rootfs: RootFS, platform: Platform) -> LoaderConfig:
                 return posixpath.join(directory, name)
         return None
 
-    note = "the root has no /etc/ld.so.cache: its lookups are emulated from ld.so.conf"
-    return LoaderConfig(conf_dirs=conf_dirs, cache_source="emulated from ld.so.conf",
-                        lookup=emulated, notes=(note,) if not rootfs.live else ())
+    # A live machine without a cache is unusual but harmless to say nothing of: ldconfig runs
+    # at boot. A directory root often lacks one because nobody ran ldconfig in it.
+    problem = None if rootfs.live else "the root has no /etc/ld.so.cache"
+    return (LoaderConfig(conf_dirs=conf_dirs, cache_source="emulated from ld.so.conf",
+                         cache_problem=problem),
+            emulated)
+
+
+def _family(soname: str) -> re.Pattern[str]:
+    """File names of any version of a soname's library: `libfoo.so`, `libfoo.so.N[.M...]`."""
+    stem = soname.split(".so", 1)[0]
+    return re.compile(re.escape(stem) + r"\.so(\.\d+)*")
 
 
 class _Elsewhere:
@@ -147,32 +163,42 @@ class _Elsewhere:
                     stack.append((path, depth + 1))
         return index
 
-    def __call__(self, name: str) -> tuple[str, ...]:
+    def __call__(self, soname: str) -> tuple[FileElsewhere, ...]:
+        """Files of `soname` first, then of other versions of its library, that resolve."""
         if self._index is None:
             self._index = self._scan()
-        found = []
-        for path in self._index.get(name, ()):
-            resolved = self.rootfs.resolve(path)
-            if resolved.ok:
-                found.append(path)
-        return tuple(found)
+        family = _family(soname)
+        names = [soname, *sorted(n for n in self._index if n != soname and family.fullmatch(n))]
+        return tuple(
+            FileElsewhere(path=path, name=name, same_soname=name == soname)
+            for name in names
+            for path in self._index.get(name, ())
+            if self.rootfs.resolve(path).ok
+        )
 
 
-def _cudnn_version(rootfs: RootFS, platform: Platform) -> Callable[[LoadedObject], str | None]:
-    def version(obj: LoadedObject) -> str | None:
+def _cudnn_version(rootfs: RootFS, platform: Platform
+                   ) -> Callable[[LoadedObject], Version | None]:
+    def version(obj: LoadedObject) -> Version | None:
         match = re.search(r"libcudnn\.so\.(\d+\.\d+(?:\.\d+)?)$", obj.real)
         if match:
-            return match.group(1)
+            return Version(match.group(1))
         # pip's nvidia-cudnn: the dist-info beside site-packages/nvidia/cudnn/lib says it.
         site = posixpath.dirname(posixpath.dirname(posixpath.dirname(posixpath.dirname(obj.real))))
         for name in rootfs.list_dir(site):
             dist = re.fullmatch(r"nvidia_cudnn_cu\d+-(\d+\.\d+\.\d+)[\d.]*\.dist-info", name)
             if dist:
-                return dist.group(1)
+                return Version(dist.group(1))
         system = obj.real.startswith(("/usr/lib", "/lib"))
         return platform.cudnn if system else None
 
     return version
+
+
+def _sort_key(finding: Finding) -> tuple[int, int, str]:
+    severities = list(Severity)
+    return (CAUSE_ORDER.index(type(finding)), severities.index(finding.severity),
+            finding.subject)
 
 
 def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-only options
@@ -195,9 +221,9 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
     torch = find_torch_install(rootfs, site, sys_path)
     if torch is None:
         raise RootFsError(f"{rootfs.host_label(site)}: no torch package here")
-    loader = read_loader_config(rootfs, platform)
+    loader, lookup = read_loader_config(rootfs, platform)
     ns = Namespace(rootfs, platform, cache, ld_library_path=ld_library_path,
-                   find_in_cache=loader.lookup)
+                   find_in_cache=lookup)
     attempts = emulate_torch(ns, torch)
     objects = ns.all_objects
     elsewhere = _Elsewhere(rootfs, torch.sys_path)
@@ -219,13 +245,25 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
             if name.startswith("torch-") and name.endswith(".dist-info"):
                 text = rootfs.read_text(posixpath.join(site, name, "WHEEL"))
                 wheel_tags = parse_wheel_metadata_tags(text or "")
-    findings += wheel_tag_findings(wheel_tags, platform, subject=wheel_name or "torch")
-    if loader.notes:
-        findings += [Finding(kind=FindingKind.NO_LD_SO_CACHE, severity=Severity.INFO,
-                             subject="/etc/ld.so.cache", message=note) for note in loader.notes]
-    order = {Severity.BLOCKS_IMPORT: 0, Severity.BREAKS_FEATURE: 1, Severity.INFO: 2}
-    findings.sort(key=lambda f: (order[f.severity], f.kind.value, f.subject))
+    findings += wheel_tag_findings(wheel_tags, platform, wheel=wheel_name or "torch")
+    if loader.cache_problem is not None:
+        findings.append(LdSoCacheIgnored(
+            severity=Severity.INFO, path="/etc/ld.so.cache",
+            present=loader.cache_source != "emulated from ld.so.conf",
+            reason=loader.cache_problem))
+    findings.sort(key=_sort_key)
     return Diagnosis(platform=platform, torch=torch, loader=loader, objects=objects,
                      unloaded=frozenset(o.index for o in objects) - {o.index for o in live},
                      requests=ns.requests, attempts=attempts, findings=tuple(findings))
 
+
+def diagnose_source(opened: Opened) -> Diagnosis:
+    """`diagnose` of an opened source (`resolver.sources.open_source`).
+
+    Raises:
+        RootFsError: there is no torch in the source's site.
+
+    """
+    return diagnose(opened.rootfs, opened.platform, opened.site, opened.cache,
+                    ld_library_path=opened.source.ld_library_path, sys_path=opened.sys_path,
+                    wheel_tags=opened.wheel_tags, wheel_name=opened.wheel_name)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from typer.testing import CliRunner
 
-from resolver.cli.app import get_app
+from resolver.cli.app import build_app
+from resolver.elf.facts import ElfClass, ElfFacts, Endian, Machine
+from resolver.elf.reader import read_elf_facts
+from resolver.fixture.synth.elf import synthesize_elf
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
 
 WIDTH = 100
 
@@ -28,7 +35,7 @@ class Run:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> Run:
     runner = CliRunner()
-    result = runner.invoke(get_app(), list(args), env={"COLUMNS": str(WIDTH), **(env or {})},
+    result = runner.invoke(build_app(), list(args), env={"COLUMNS": str(WIDTH), **(env or {})},
                            catch_exceptions=False)
     return Run(result.exit_code, result.stdout, result.stderr)
 
@@ -41,3 +48,37 @@ def validate(command: str, document: dict[str, Any]) -> None:
 def subjects(document: dict[str, Any], severity: str, kind: str | None = None) -> set[str]:
     return {f["subject"] for f in document["findings"]
             if f["severity"] == severity and (kind is None or f["kind"] == kind)}
+
+
+def synth_lib(
+    directory: Path,
+    name: str,
+    *,
+    soname: str | None = None,
+    needed: Sequence[Path | str] = (),
+    rpath: str | None = None,
+    runpath: str | None = None,
+    nodeflib: bool = False,
+    version_script: str | None = None,
+    source: str = "",
+    link_dirs: Sequence[Path] = (),
+) -> Path:
+    """An x86_64 library with exactly these facts, synthesised (any host, no compiler).
+
+    The synthesiser's bytes are checked against readelf and the real loader in test_synth.py;
+    CLI tests use them so that their answers (and golden files) are the same on every host.
+    """
+    del version_script, source, link_dirs  # only the facts that reach the dynamic section
+    names = [item if isinstance(item, str) else (_soname_of(item) or str(item)) for item in needed]
+    facts = ElfFacts(elf_class=ElfClass.ELF64, endian=Endian.LITTLE, machine=Machine.X86_64,
+                     osabi=0, elf_type=3, soname=soname, needed=tuple(names), rpath=rpath,
+                     runpath=runpath, nodeflib=nodeflib)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / name
+    out.write_bytes(synthesize_elf(facts))
+    return out
+
+
+def _soname_of(path: Path) -> str | None:
+    with path.open("rb") as handle:
+        return read_elf_facts(handle, origin=str(path), size=path.stat().st_size).soname

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import os
-import shutil
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from cli_helpers import run_cli, subjects, validate
+from cli_helpers import run_cli, subjects, synth_lib, validate
 
-from resolver.rootfs import RootFS
+from resolver.fixture.synth.ldcache import write_ld_so_cache
+from resolver.target.rootfs import RootFS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from _data import BuildLib
 
 GOLDEN = Path(__file__).parent / "golden"
-# A fixed place, so that paths (and so rich's wrapping) are the same on every run.
-FIXED = Path("/tmp/jr-golden-tree")
+
+
+@pytest.fixture
+def build_lib() -> BuildLib:
+    """Synthesised x86_64 libraries: the same answers (and golden files) on every host."""
+    return synth_lib
 
 
 def make_mini_torch(site: Path, build_lib: BuildLib, *, missing: str = "libmissing.so.1") -> Path:
@@ -36,11 +38,8 @@ def make_mini_torch(site: Path, build_lib: BuildLib, *, missing: str = "libmissi
 
 
 @pytest.fixture
-def fixed_tree() -> Iterator[Path]:
-    shutil.rmtree(FIXED, ignore_errors=True)
-    FIXED.mkdir(parents=True)
-    yield FIXED
-    shutil.rmtree(FIXED, ignore_errors=True)
+def fixed_tree(tmp_path: Path) -> Path:
+    return tmp_path / "tree"
 
 
 def empty_root(path: Path) -> Path:
@@ -54,6 +53,8 @@ def test_missing_library_exits_1_with_trail_and_elsewhere(fixed_tree: Path,
     site = make_mini_torch(fixed_tree / "site", build_lib)
     root = empty_root(fixed_tree / "root")
     build_lib(root / "opt" / "vendor" / "lib", "libmissing.so.1", soname="libmissing.so.1")
+    build_lib(root / "usr" / "local" / "lib", "libmissing.so.40", soname="libmissing.so.40")
+    build_lib(root / "usr" / "local" / "lib", "libmissingno.so.1", soname="libmissingno.so.1")
     run = run_cli("diagnose", "--site-packages", str(site), "--root", str(root), "--json",
                   "--no-cache")
     assert run.code == 1
@@ -61,21 +62,43 @@ def test_missing_library_exits_1_with_trail_and_elsewhere(fixed_tree: Path,
     validate("diagnose", document)
     finding = next(f for f in document["findings"] if f["subject"] == "libmissing.so.1")
     assert finding["severity"] == "blocks-import"
-    assert finding["found_elsewhere"] == ["/opt/vendor/lib/libmissing.so.1"]
-    assert "which is on no search path" in finding["message"]
+    assert finding["kind"] == "missing-library"
+    assert finding["soname"] == "libmissing.so.1"
+    assert finding["requested_by"] == [str(site / "torch" / "lib" / "libtorch.so")]
+    assert finding["found_elsewhere"] == [
+        {"path": "/opt/vendor/lib/libmissing.so.1", "name": "libmissing.so.1",
+         "same_soname": True},
+        {"path": "/usr/local/lib/libmissing.so.40", "name": "libmissing.so.40",
+         "same_soname": False},
+    ]
+    assert "on no search path" in finding["message"]
     assert [s["via"] for s in finding["searched"]][:1] == ["DT_RPATH"]
     assert finding["searched"][0]["path"].endswith("torch/lib/libmissing.so.1")
 
 
-def test_human_output_matches_golden(fixed_tree: Path, build_lib: BuildLib) -> None:
+@pytest.mark.parametrize(("flags", "golden_name"), [
+    ((), "diagnose_mini_torch.txt"),
+    (("-v",), "diagnose_mini_torch_v.txt"),
+    (("-vv",), "diagnose_mini_torch_vv.txt"),
+], ids=["default", "verbose", "every-path"])
+def test_human_output_matches_golden(fixed_tree: Path, build_lib: BuildLib,
+                                     flags: tuple[str, ...], golden_name: str) -> None:
     site = make_mini_torch(fixed_tree / "site", build_lib)
     root = empty_root(fixed_tree / "root")
-    run = run_cli("diagnose", "--site-packages", str(site), "--root", str(root), "--no-cache")
+    build_lib(root / "opt" / "vendor" / "lib", "libmissing.so.1", soname="libmissing.so.1")
+    run = run_cli("diagnose", "--site-packages", str(site), "--root", str(root), "--no-cache",
+                  *flags)
     assert run.code == 1
-    golden = GOLDEN / "diagnose_mini_torch.txt"
+    # The tree's place differs per run; the golden file names it <tree>.
+    text = run.stdout.replace(str(fixed_tree), "<tree>")
+    golden = GOLDEN / golden_name
     if os.environ.get("JR_UPDATE_GOLDEN") == "1":
-        golden.write_text(run.stdout)
-    assert run.stdout == golden.read_text()
+        golden.write_text(text)
+        pytest.skip("golden file rewritten (JR_UPDATE_GOLDEN=1)")
+    assert text == golden.read_text()
+    # Piped output is never wrapped, even past the terminal's 100 columns.
+    assert f"target  {root}: x86_64, testos 1," in run.stdout
+    assert max(len(line) for line in run.stdout.splitlines()) > 100
 
 
 def test_ld_so_conf_registration_through_emulated_cache(fixed_tree: Path,
@@ -193,7 +216,7 @@ def test_truncated_library_is_an_invalid_library_finding(fixed_tree: Path,
                                                          build_lib: BuildLib) -> None:
     site = make_mini_torch(fixed_tree / "site", build_lib)
     lib = site / "torch" / "lib" / "libc10.so"
-    lib.write_bytes(lib.read_bytes()[:700])
+    lib.write_bytes(lib.read_bytes()[:40])
     run = run_cli("diagnose", "--site-packages", str(site), "--root",
                   str(empty_root(fixed_tree / "root")), "--json", "--no-cache")
     assert run.code == 1
@@ -205,7 +228,8 @@ def test_truncated_library_is_an_invalid_library_finding(fixed_tree: Path,
 def test_damaged_ld_so_cache_is_ignored_like_glibc(fixed_tree: Path, build_lib: BuildLib) -> None:
     site = make_mini_torch(fixed_tree / "site", build_lib)
     root = empty_root(fixed_tree / "root")
-    (root / "etc" / "ld.so.cache").write_bytes(Path("/etc/ld.so.cache").read_bytes()[:100])
+    cache = write_ld_so_cache([("libc10.so", "/usr/lib/libc10.so", 0x0303, 0)] * 8)
+    (root / "etc" / "ld.so.cache").write_bytes(cache[:100])
     run = run_cli("diagnose", "--site-packages", str(site), "--root", str(root), "--json",
                   "--no-cache")
     document = run.json()

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resolver.errors import InvalidLdCache
-from resolver.ldcache import (
+from resolver.target.ldcache import (
     CacheFlag,
     FloatAbi,
     LdCache,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from resolver.ldconf import ConfKind, ConfLine, iter_conf_dirs, parse_ld_so_conf
+from resolver.target.ldconf import ConfKind, ConfLine, iter_conf_dirs, parse_ld_so_conf
 
 if TYPE_CHECKING:
     from pathlib import Path

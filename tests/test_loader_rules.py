@@ -19,8 +19,8 @@ from resolver.diagnose import read_loader_config
 from resolver.elf.cache import FactsCache
 from resolver.loader.search import Via
 from resolver.loader.walk import Namespace, Outcome
-from resolver.platform import read_platform
-from resolver.rootfs import RootFS
+from resolver.target.platform import read_platform
+from resolver.target.rootfs import RootFS
 
 if TYPE_CHECKING:
     from _data import BuildLib, HostTrace, TraceResult
@@ -33,9 +33,9 @@ pytestmark = pytest.mark.skipif(
 def walk(file: Path, ld_library_path: str = "") -> Namespace:
     rootfs = RootFS("/")
     platform = read_platform(rootfs)
-    config = read_loader_config(rootfs, platform)
+    _, lookup = read_loader_config(rootfs, platform)
     ns = Namespace(rootfs, platform, FactsCache(None), ld_library_path=ld_library_path,
-                   find_in_cache=config.lookup)
+                   find_in_cache=lookup)
     ns.dlopen(str(file), keep_on_failure=True)
     return ns
 
@@ -168,8 +168,8 @@ def test_nodeflib_refuses_default_dirs_even_from_the_cache(tmp_path: Path, build
     # libm.so.6's cache entry is in a default directory: refused. A cache entry elsewhere
     # (this host registers the CUDA toolkit's lib in ld.so.conf) is still used.
     rootfs = RootFS("/")
-    config = read_loader_config(rootfs, read_platform(rootfs))
-    elsewhere = config.lookup("libcudart.so.13")
+    _, lookup = read_loader_config(rootfs, read_platform(rootfs))
+    elsewhere = lookup("libcudart.so.13")
     if elsewhere is None or elsewhere.startswith(("/lib/", "/usr/lib/")):
         pytest.skip("needs a library registered in ld.so.cache outside the default dirs")
     cudart_dir = str(Path(elsewhere).parent)

@@ -18,7 +18,7 @@ from resolver.elf.cache import FactsCache, read_facts
 from resolver.elf.facts import ElfFacts, Machine, VersionNeed, facts_to_json, parse_facts_json
 from resolver.elf.reader import read_elf_facts
 from resolver.errors import InvalidElf
-from resolver.rootfs import RootFS
+from resolver.target.rootfs import RootFS
 
 _MACHINES = {"Advanced Micro Devices X86-64": Machine.X86_64, "AArch64": Machine.AARCH64}
 

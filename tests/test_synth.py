@@ -27,8 +27,8 @@ from resolver.elf.facts import (
 )
 from resolver.elf.fatbin import parse_fatbin_codes
 from resolver.elf.reader import read_elf_facts
-from resolver.elf.synth import build_fatbin, elf_hash, synthesize_elf
 from resolver.errors import InvalidFixture
+from resolver.fixture.synth.elf import build_fatbin, elf_hash, synthesize_elf
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

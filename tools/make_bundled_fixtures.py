@@ -31,7 +31,7 @@ sys.path.insert(0, str(TOP / "tools"))
 from compose_roots import main as compose_main  # noqa: E402
 
 from resolver.elf.facts import ElfClass, ElfFacts, Endian, Machine  # noqa: E402
-from resolver.elf.synth import synthesize_elf  # noqa: E402
+from resolver.fixture.synth.elf import synthesize_elf  # noqa: E402
 
 DATA = Path.home() / ".cache" / "jr-data"
 SYSTEMS = {

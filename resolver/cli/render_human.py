@@ -1,132 +1,222 @@
-"""Rendering for people: rich tables and trees on stdout. The only module that imports rich."""
+"""Rendering for people: the report a user reads first, on stdout.
+
+The default view is the answer: the target and the torch in two lines, the verdict, then one
+line per finding, root causes first, each saying who needs what and where the file actually is.
+`-v` adds, under each finding the loader searched for, each search list once by directory
+(deduplicated across the objects that share it, `torch/lib/../../nvidia` shown as `nvidia`);
+`-vv` every candidate path in the loader's order.
+
+Lines are never wrapped: a terminal folds long lines itself, and a file gets whole paths. On a
+terminal the lines are coloured through rich; otherwise they are written as plain text, which
+also spares a piped run rich's import.
+"""
 
 from __future__ import annotations
 
 import posixpath
+import sys
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.tree import Tree
-
-from resolver.findings import Severity
+from resolver.cli.sentences import describe, name_list
+from resolver.findings.model import LibraryFinding, Severity
+from resolver.loader.search import Via
+from resolver.loader.walk import Outcome
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from resolver.diagnose import Diagnosis
-    from resolver.findings import Finding
-    from resolver.rootfs import RootFS
+    from resolver.findings.model import Finding
+    from resolver.loader.walk import Candidate
+    from resolver.target.rootfs import RootFS
 
-__all__ = ["console", "render_diagnosis"]
+__all__ = ["Line", "diagnosis_lines", "emit", "render_check", "render_diagnosis"]
 
-_TITLES = {
-    Severity.BLOCKS_IMPORT: ("[bold red]Blocks `import torch`[/]", "red"),
-    Severity.BREAKS_FEATURE: ("[bold yellow]Breaks a feature later[/]", "yellow"),
-    Severity.INFO: ("[bold]Notes[/]", "blue"),
+# A line is a sequence of (text, rich style or "") segments.
+Line = tuple[tuple[str, str], ...]
+
+_MARKS = {
+    Severity.BLOCKS_IMPORT: ("✗", "bold red"),
+    Severity.BREAKS_FEATURE: ("!", "bold yellow"),
+    Severity.INFO: ("·", "blue"),
 }
-_MARKS = {Severity.BLOCKS_IMPORT: "✗", Severity.BREAKS_FEATURE: "✗", Severity.INFO: "•"}
 
 
-def console() -> Console:
-    """The stdout console (soft-wrapped, no markup surprises)."""
-    return Console(highlight=False, soft_wrap=False)
+
+def _line(*segments: tuple[str, str] | str) -> Line:
+    return tuple(s if isinstance(s, tuple) else (s, "") for s in segments)
 
 
-def _target_table(result: Diagnosis, rootfs: RootFS, labels: tuple[str | None, str | None]
-                  ) -> Table:
-    platform = result.platform
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
-    os_name = " ".join(p for p in (platform.os_id, platform.os_version) if p) or "unknown"
-    jetson = (f"L4T {platform.l4t} (JetPack {platform.jetpack or '?'})"
-              if platform.l4t else "not a Jetson")
+def emit(lines: Sequence[Line]) -> None:
+    """Write lines to stdout: styled through rich on a terminal, plain text otherwise."""
+    if not sys.stdout.isatty():
+        sys.stdout.write("".join("".join(text for text, _ in line) + "\n" for line in lines))
+        return
+    from rich.console import Console  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    console = Console(highlight=False, soft_wrap=True)
+    for line in lines:
+        console.print(Text.assemble(*line))
+
+
+def _target_lines(result: Diagnosis, rootfs: RootFS, labels: tuple[str | None, str | None]
+                  ) -> list[Line]:
+    p = result.platform
+    os_name = " ".join(x for x in (p.os_id, p.os_version) if x) or "unknown OS"
+    parts = [p.arch, os_name]
+    if p.l4t is not None:
+        jetpack = f"JetPack {p.jetpack_label or '?'} " if p.jetpack_label else ""
+        parts.append(f"{jetpack}(L4T {p.l4t})")
+    flavour = f" {p.cuda_flavour}" if p.cuda_flavour else ""
+    parts.append(f"CUDA {p.cuda}{flavour}" if p.cuda else "no CUDA toolkit")
+    if p.cudnn:
+        parts.append(f"cuDNN {p.cudnn}")
+    parts.append(f"GPU sm_{p.gpu_arch}" if p.gpu_arch else "GPU unknown")
+    if p.driver:
+        parts.append(f"driver {p.driver}")
+    parts += [f"glibc {p.glibc or '?'}", f"Python {p.python or '?'}"]
     target = f"fixture {labels[0]}" if labels[0] else rootfs.root
-    table.add_row("target", escape(f"{target}  {platform.arch}, "
-                                   f"glibc {platform.glibc or '?'}, {os_name}, {jetson}"))
-    flavour = f" ({platform.cuda_flavour})" if platform.cuda_flavour else ""
-    cuda = f"CUDA {platform.cuda}{flavour}"
-    gpu = f"sm_{platform.gpu_arch}" if platform.gpu_arch else "unknown"
-    table.add_row("", escape(f"{cuda if platform.cuda else 'no CUDA toolkit'}, "
-                             f"cuDNN {platform.cudnn or '-'}, Python {platform.python or '?'}, "
-                             f"GPU {gpu}"))
-    table.add_row("loader", escape(f"{result.loader.cache_source}; default dirs "
-                                   f"{':'.join(platform.system_dirs)}"))
+    lines = [_line(("target  ", "bold"), f"{target}: {', '.join(parts)}")]
     torch = result.torch
     if torch is not None:
-        where = (f"fixture {labels[1]} at {torch.site}" if labels[1]
-                 else rootfs.host_label(torch.site))
-        table.add_row("torch", escape(f"{torch.version or '?'} (CUDA {torch.cuda or 'none'}) "
-                                      f"in {where}"))
-    return table
+        where = rootfs.host_label(torch.site)
+        if labels[1]:
+            where = f"{torch.site} (fixture {labels[1]})"
+        cuda = f"CUDA {torch.cuda}" if torch.cuda else "CPU build"
+        lines.append(_line(("torch   ", "bold"), f"{torch.version or '?'} ({cuda}) in {where}"))
+    return lines
 
 
-def _finding_tree(finding: Finding, colour: str, verbose: bool) -> Tree:
-    tree = Tree(f"[{colour}]{_MARKS[finding.severity]}[/] [bold]{escape(finding.subject)}[/]  "
-                f"{escape(finding.message.removeprefix(finding.subject + ': '))}")
-    if finding.requested_by:
-        shown = ", ".join(posixpath.basename(r) for r in finding.requested_by[:4])
-        more = len(finding.requested_by) - 4
-        tree.add(escape(f"needed by {shown}" + (f" and {more} more" if more > 0 else "")))
-    phases = [p for p in finding.phases if p != "import"]
-    if phases:
-        tree.add(escape(f"used by: {'; '.join(phases)}"))
-    if finding.searched:
-        trail = tree.add("paths considered in this order:")
-        steps = finding.searched if verbose else finding.searched[:24]
-        # One branch per search list (a DT_RPATH of one object, LD_LIBRARY_PATH, the defaults),
-        # its paths under it, so each path gets a line of its own.
-        group: Tree | None = None
-        key: tuple[object, ...] = ()
-        for step in steps:
-            if group is None or (step.via, step.owner) != key:
-                key = (step.via, step.owner)
-                owner = f" of {posixpath.basename(step.owner)}" if step.owner else ""
-                group = trail.add(escape(f"{step.via.value}{owner}"))
-            detail = f" ({step.detail})" if step.detail else ""
-            group.add(escape(f"{step.path}  {step.outcome.value}{detail}"))
-        if len(steps) < len(finding.searched):
-            trail.add(f"… {len(finding.searched) - len(steps)} more (--verbose)")
-    for place in finding.found_elsewhere[1:3]:
-        tree.add(escape(f"also at {place}"))
-    return tree
+def _count(number: int, one: str, many: str) -> str:
+    """`1 problem blocks`, `4 problems block`."""
+    return f"{number} problem {one}" if number == 1 else f"{number} problems {many}"
+
+
+def _verdict(result: Diagnosis) -> Line:
+    blocking = [f for f in result.findings if f.severity is Severity.BLOCKS_IMPORT]
+    later = [f for f in result.findings if f.severity is Severity.BREAKS_FEATURE]
+    tail = f"; {_count(len(later), 'breaks', 'break')} a feature later" if later else ""
+    if blocking:
+        return _line(("✗ import torch will fail", "bold red"),
+                     f": {_count(len(blocking), 'blocks', 'block')} it{tail}")
+    if later:
+        return _line(("! import torch will load", "bold yellow"), tail.replace(";", ",", 1))
+    return _line(("✓ import torch will load", "bold green"), ", and nothing breaks later")
+
+
+def _finding_line(finding: Finding) -> Line:
+    mark, style = _MARKS[finding.severity]
+    phases = ", ".join(finding.phases) or finding.severity.value
+    return _line((f"{mark} ", style), (f"[{phases}] ", "dim"), describe(finding))
+
+
+def _shown_dir(directory: str, site: str | None) -> str:
+    """A search directory as people read it: normalised, relative to the torch's site."""
+    normal = posixpath.normpath(directory)
+    if site and normal.startswith(site.rstrip("/") + "/"):
+        return normal[len(site.rstrip("/")) + 1:]
+    return normal
+
+
+def _search_lists(trail: Sequence[Candidate], site: str | None) -> list[Line]:
+    """`-v`: each search list once, by directory, owners merged, unusual outcomes named."""
+    groups: dict[Via, tuple[list[str], dict[str, list[str]]]] = {}
+    for step in trail:
+        owners, dirs = groups.setdefault(step.via, ([], {}))
+        if step.owner and posixpath.basename(step.owner) not in owners:
+            owners.append(posixpath.basename(step.owner))
+        if step.via is Via.LD_SO_CACHE:
+            key = step.path if step.outcome is Outcome.FOUND else "no entry"
+        else:
+            key = _shown_dir(posixpath.dirname(step.path), site)
+        notes = dirs.setdefault(key, [])
+        if step.outcome not in (Outcome.ABSENT, Outcome.FOUND) or step.via is Via.PATH:
+            notes.append(f"{posixpath.basename(step.path)}: {step.detail or step.outcome.value}")
+    lines = []
+    for via, (owners, dirs) in groups.items():
+        who = f" of {', '.join(owners)}" if owners else ""
+        if via is Via.LD_SO_CACHE:
+            lines.append(_line("    ", (f"{via.value}: ", "bold"), ", ".join(dirs)))
+            continue
+        lines.append(_line("    ", (f"{via.value}{who}", "bold")))
+        lines += [_line(f"      {d}", (f"  ({'; '.join(n)})" if n else "", "yellow"))
+                  for d, n in dirs.items()]
+    return lines
+
+
+def _places(trail: Sequence[Candidate], site: str | None) -> tuple[tuple[str, str], ...]:
+    """The directories a trail went through, without file names or owners."""
+    return tuple(dict.fromkeys(
+        (c.via.value, _shown_dir(posixpath.dirname(c.path), site))
+        for c in trail if c.via is not Via.LD_SO_CACHE))
+
+
+def _candidates(trail: Sequence[Candidate]) -> list[Line]:
+    """`-vv`: every candidate path, in the loader's order, grouped by search list."""
+    lines: list[Line] = []
+    key: tuple[object, ...] | None = None
+    for step in trail:
+        if (step.via, step.owner) != key:
+            key = (step.via, step.owner)
+            owner = f" of {posixpath.basename(step.owner)}" if step.owner else ""
+            lines.append(_line("    ", (f"{step.via.value}{owner}", "bold")))
+        detail = f" ({step.detail})" if step.detail else ""
+        lines.append(_line(f"      {step.path}  ", (f"{step.outcome.value}{detail}", "dim")))
+    return lines
+
+
+def diagnosis_lines(result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbosity: int,
+                    labels: tuple[str | None, str | None] = (None, None)) -> list[Line]:
+    """The report as lines: target, torch, verdict, findings, and a closing hint."""
+    lines = _target_lines(result, rootfs, labels)
+    lines += [(), _verdict(result)]
+    if result.findings:
+        lines.append(())
+    site = result.torch.site if result.torch else None
+    shown: dict[tuple[tuple[str, str], ...], str] = {}
+    for finding in result.findings:
+        lines.append(_finding_line(finding))
+        if verbosity == 0 or not isinstance(finding, LibraryFinding):
+            continue
+        # Sonames searched in the same directories differ only in the file name: say it once.
+        signature = _places(finding.searched, site)
+        if verbosity == 1 and signature in shown:
+            lines.append(_line(("    searched the same directories as ", "dim"),
+                               shown[signature]))
+            continue
+        shown.setdefault(signature, finding.soname)
+        lines += (_search_lists(finding.searched, site) if verbosity == 1
+                  else _candidates(finding.searched))
+    lines.append(())
+    hints = []
+    if verbosity == 0 and any(isinstance(f, LibraryFinding) for f in result.findings):
+        hints.append("-v shows where the loader looked, -vv every path it tried")
+    hints.append("--json gives all of it as data")
+    loaded = len(result.objects) - len(result.unloaded)
+    lines.append(_line((f"{loaded} objects loaded (exit {exit_code}); {'; '.join(hints)}.",
+                        "dim")))
+    return lines
 
 
 def render_diagnosis(  # noqa: PLR0913 - three inputs, then keyword-only display options
-    result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbose: bool,
+    result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbosity: int,
     fixture: str | None = None, torch_fixture: str | None = None,
 ) -> None:
-    """Print a diagnosis: the target, then findings grouped by severity, then a verdict."""
-    out = console()
-    out.print(_target_table(result, rootfs, (fixture, torch_fixture)))
-    live = sum(1 for o in result.objects)
-    out.print()
-    for severity, (title, colour) in _TITLES.items():
-        group = [f for f in result.findings if f.severity is severity]
-        if not group:
-            continue
-        out.print(title)
-        for finding in group:
-            out.print(_finding_tree(finding, colour, verbose))
-        out.print()
-    blocking = sum(1 for f in result.findings if f.severity is Severity.BLOCKS_IMPORT)
-    later = sum(1 for f in result.findings if f.severity is Severity.BREAKS_FEATURE)
-    verdict = ("[bold red]import torch will fail[/]" if blocking
-               else "[bold green]import torch will load[/]")
-    out.print(f"{verdict}: {blocking} blocking, {later} feature-level finding(s); "
-              f"{live} objects walked (exit {exit_code})")
+    """Print a diagnosis (see the module's docstring for the views)."""
+    emit(diagnosis_lines(result, rootfs, exit_code, verbosity=verbosity,
+                         labels=(fixture, torch_fixture)))
 
 
 def render_check(results: list[tuple[str, Diagnosis, float]], input_name: str) -> None:
-    """A table: one row per fixture, whether `import torch` loads, and what blocks it."""
-    table = Table(title=escape(f"jetson-resolve check: {input_name}"), title_justify="left")
-    table.add_column("fixture", style="bold")
-    table.add_column("import torch")
-    table.add_column("blocking")
-    table.add_column("breaks a feature")
+    """One line per fixture: whether `import torch` loads, what blocks it, what breaks later."""
+    lines: list[Line] = [_line(("jetson-resolve check: ", "bold"), input_name), ()]
+    width = max((len(name) for name, _, _ in results), default=0)
     for name, result, _ in results:
         blocking = [f.subject for f in result.findings if f.severity is Severity.BLOCKS_IMPORT]
         later = [f.subject for f in result.findings if f.severity is Severity.BREAKS_FEATURE]
-        table.add_row(escape(name), "[red]fails[/]" if blocking else "[green]loads[/]",
-                      escape(", ".join(blocking) or "-"), escape(", ".join(later) or "-"))
-    console().print(table)
+        verdict = ("✗ fails", "bold red") if blocking else ("✓ loads", "bold green")
+        lines.append(_line(f"{name:<{width}}  ", verdict,
+                           f"  blocked by: {name_list(blocking, 6)}" if blocking else "",
+                           f"  breaks later: {name_list(later, 6)}" if later else ""))
+    emit(lines)

@@ -1,21 +1,33 @@
-"""JSON rendering: one envelope with `"schema": 1` and sorted keys, per command.
+"""JSON rendering: one envelope with `"schema": 2` and sorted keys, per command.
 
-Each command's shape has a JSON Schema in `resolver/cli/schemas/`; a test validates real output.
+A finding is rendered from its dataclass fields, so every typed fact a recipe matcher needs is
+there (versions as strings, paths in the root's namespace), plus `kind`, `subject` and a
+`message` written by `resolver.cli.sentences`. Each command's shape has a JSON Schema in
+`resolver/cli/schemas/`; a test validates real output against it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 from typing import TYPE_CHECKING, Any
 
+from packaging.version import Version
+
+from resolver.cli.sentences import describe
+from resolver.elf.facts import GpuCode
+from resolver.loader.walk import Candidate
+
 if TYPE_CHECKING:
     from resolver.diagnose import Diagnosis
-    from resolver.findings import Finding
-    from resolver.rootfs import RootFS
+    from resolver.findings.model import Finding
+    from resolver.target.platform import Platform
+    from resolver.target.rootfs import RootFS
 
-__all__ = ["diagnosis_json", "dump", "finding_json"]
+__all__ = ["SCHEMA_VERSION", "diagnosis_json", "dump", "finding_json", "platform_json"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def dump(envelope: dict[str, Any]) -> str:
@@ -23,22 +35,51 @@ def dump(envelope: dict[str, Any]) -> str:
     return json.dumps(envelope, sort_keys=True, indent=2) + "\n"
 
 
+def _plain(value: object) -> Any:  # noqa: ANN401 - JSON values
+    """A finding's field as JSON: versions and GPU codes as strings, enums by value."""
+    if isinstance(value, Version | GpuCode):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Candidate):
+        return {"via": value.via.value, "path": value.path, "outcome": value.outcome.value,
+                "owner": value.owner, "detail": value.detail}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    return value
+
+
 def finding_json(finding: Finding) -> dict[str, Any]:
-    """One finding as plain data."""
+    """One finding: its typed fields, `kind`, `subject` and a `message` for people."""
+    document: dict[str, Any] = {
+        f.name: _plain(getattr(finding, f.name)) for f in dataclasses.fields(finding)}
+    document.update(kind=finding.kind, subject=finding.subject, message=describe(finding))
+    return document
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def platform_json(platform: Platform) -> dict[str, Any]:
+    """The target's platform facts; versions as strings, None where the root does not say."""
     return {
-        "kind": finding.kind.value,
-        "severity": finding.severity.value,
-        "subject": finding.subject,
-        "message": finding.message,
-        "requested_by": list(finding.requested_by),
-        "phases": list(finding.phases),
-        "searched": [
-            {"via": c.via.value, "path": c.path, "outcome": c.outcome.value, "owner": c.owner,
-             "detail": c.detail}
-            for c in finding.searched
-        ],
-        "found_elsewhere": list(finding.found_elsewhere),
-        "provider": finding.provider,
+        "arch": platform.arch,
+        "machine": platform.machine,
+        "glibc": _text(platform.glibc),
+        "os": {"id": platform.os_id, "version": platform.os_version},
+        "l4t": _text(platform.l4t),
+        "jetpack": _text(platform.jetpack),
+        "jetpack_label": platform.jetpack_label,
+        "cuda": _text(platform.cuda),
+        "cuda_flavour": platform.cuda_flavour,
+        "cudnn": _text(platform.cudnn),
+        "python": _text(platform.python),
+        "gpu_arch": platform.gpu_arch,
+        "driver": _text(platform.driver),
+        "system_dirs": list(platform.system_dirs),
     }
 
 
@@ -46,7 +87,6 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,
                    fixture: str | None = None, torch_fixture: str | None = None
                    ) -> dict[str, Any]:
     """The `diagnose` envelope."""
-    platform = result.platform
     torch = result.torch
     counts: dict[str, int] = {}
     for finding in result.findings:
@@ -59,19 +99,7 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,
         "target": {
             "root": rootfs.root,
             "fixture": fixture,
-            "arch": platform.arch,
-            "machine": platform.machine,
-            "glibc": platform.glibc,
-            "os": {"id": platform.os_id, "version": platform.os_version},
-            "l4t": platform.l4t,
-            "jetpack": platform.jetpack,
-            "cuda": platform.cuda,
-            "cuda_flavour": platform.cuda_flavour,
-            "cudnn": platform.cudnn,
-            "python": platform.python,
-            "gpu_arch": platform.gpu_arch,
-            "driver": platform.driver,
-            "system_dirs": list(platform.system_dirs),
+            **platform_json(result.platform),
             "ld_so_conf_dirs": list(result.loader.conf_dirs),
             "ld_so_cache": result.loader.cache_source,
         },

@@ -20,7 +20,7 @@ from resolver.errors import InvalidElf, InvalidFixture
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from resolver.rootfs import RootFS
+    from resolver.target.rootfs import RootFS
 
 __all__ = ["FactsCache", "default_cache_path", "read_facts"]
 

@@ -11,7 +11,7 @@ source cannot be read.
 
 Libraries torch opens only when a feature is used come from `dlopen.json`; each is opened in a
 namespace that holds what `import torch` loaded, and its failures break that feature, not the
-import. Nothing here decides severities or renders anything (`resolver.findings`).
+import. Nothing here decides severities or renders anything (`resolver.findings.derive`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from resolver.loader.walk import Namespace
-    from resolver.rootfs import RootFS
+    from resolver.target.rootfs import RootFS
 
 __all__ = ["IMPORT", "Attempt", "TorchInstall", "emulate_torch", "find_torch_install"]
 
@@ -62,6 +62,8 @@ class Attempt:
     requests: range  # indices into Namespace.requests made by this attempt
     versions: range = range(0)  # indices into Namespace.version_problems found by it
     superseded: bool = False  # failed, but torch recovered (a retry) or ignores the failure
+    preload: tuple[str, str] | None = None  # (folder, glob) of a `_preload_cuda_lib` lookup
+    preload_dirs: tuple[str, ...] = ()  # the sys.path entries that lookup searched
 
 
 def _data() -> dict[str, Any]:
@@ -215,7 +217,8 @@ def _preload_required(ns: Namespace, torch: TorchInstall) -> tuple[list[Attempt]
                 phase=IMPORT, name=pattern,
                 why=f"torch/__init__.py: _preload_cuda_lib({folder!r}) finds no "
                     f"nvidia/{folder}/lib/{pattern} on sys.path",
-                ok=False, requests=range(len(ns.requests), len(ns.requests))))
+                ok=False, requests=range(len(ns.requests), len(ns.requests)),
+                preload=(folder, pattern), preload_dirs=torch.sys_path))
             return attempts, False
         preload = _attempt(ns, path, "torch/__init__.py: preload after failure", IMPORT)
         attempts.append(preload)

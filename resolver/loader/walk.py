@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
     from resolver.elf.cache import FactsCache
     from resolver.elf.facts import ElfFacts
-    from resolver.platform import Platform
-    from resolver.rootfs import RootFS
+    from resolver.target.platform import Platform
+    from resolver.target.rootfs import RootFS
 
 __all__ = [
     "Candidate",

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from resolver.cli.app import fail, guarded
-from resolver.cli.exitcodes import ExitCode
+from resolver.cli.errors import ExitCode, fail, guarded
 
 if TYPE_CHECKING:
     from resolver.diagnose import Diagnosis
@@ -28,7 +27,9 @@ def junit_xml(results: list[tuple[str, Diagnosis, float]], input_name: str) -> s
     """A JUnit report: a test case per fixture, failed when something blocks `import torch`."""
     from xml.etree import ElementTree as ET  # noqa: PLC0415
 
-    from resolver.findings import Severity  # noqa: PLC0415
+    from resolver.cli.sentences import describe  # noqa: PLC0415
+    from resolver.findings.model import Severity  # noqa: PLC0415
+
     failures = sum(1 for _, result, _ in results if result.blocks_import)
     suite = ET.Element("testsuite", name="jetson-resolve check", tests=str(len(results)),
                        failures=str(failures), errors="0",
@@ -40,8 +41,8 @@ def junit_xml(results: list[tuple[str, Diagnosis, float]], input_name: str) -> s
         if blocking:
             failure = ET.SubElement(case, "failure", type="import-torch-fails",
                                     message=f"{len(blocking)} finding(s) block import torch")
-            failure.text = "\n".join(f.message for f in blocking)
-        later = [f.message for f in result.findings if f.severity is Severity.BREAKS_FEATURE]
+            failure.text = "\n".join(describe(f) for f in blocking)
+        later = [describe(f) for f in result.findings if f.severity is Severity.BREAKS_FEATURE]
         if later:
             ET.SubElement(case, "system-out").text = "breaks a feature:\n" + "\n".join(later)
     ET.indent(suite)
@@ -66,8 +67,9 @@ def register(app: typer.Typer) -> None:
         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     ) -> None:
         """Exit non-zero if the torch would fail to import on any of the recorded targets."""
-        from resolver.cli.commands.diagnose import prepare, run_diagnose  # noqa: PLC0415
-        from resolver.findings import Severity  # noqa: PLC0415
+        from resolver.cli.commands.diagnose import make_source, run_diagnose  # noqa: PLC0415
+        from resolver.cli.render_json import SCHEMA_VERSION, finding_json  # noqa: PLC0415
+        from resolver.findings.model import Severity  # noqa: PLC0415
 
         if wheel is None and site_packages is None and torch_fixture is None:
             raise fail("give the torch to check: --wheel, --site-packages or --torch-fixture")
@@ -75,11 +77,11 @@ def register(app: typer.Typer) -> None:
             raise fail(f"--junit {junit}: its folder does not exist")
         results: list[tuple[str, Diagnosis, float]] = []
         for name in fixture:
-            inputs = prepare(python=None, site_packages=site_packages, wheel=wheel, root=Path("/"),
-                             ld_library_path="", gpu_arch=None, no_cache=False, fixture=name,
-                             torch_fixture=torch_fixture)
+            source = make_source(python=None, site_packages=site_packages, wheel=wheel,
+                                 root=Path("/"), ld_library_path="", gpu_arch=None,
+                                 no_cache=False, fixture=name, torch_fixture=torch_fixture)
             started = time.perf_counter()
-            result, _ = guarded(debug, functools.partial(run_diagnose, inputs))
+            result, _ = guarded(debug, functools.partial(run_diagnose, source))
             results.append((name, result, time.perf_counter() - started))
             sys.stderr.write(f"checked {name}\n")
         input_name = str(wheel or site_packages or torch_fixture)
@@ -89,13 +91,13 @@ def register(app: typer.Typer) -> None:
         failed = [name for name, result, _ in results if result.blocks_import]
         if as_json:
             document: dict[str, Any] = {
-                "schema": 1, "command": "check", "input": input_name,
+                "schema": SCHEMA_VERSION, "command": "check", "input": input_name,
                 "exit_code": int(ExitCode.FINDINGS if failed else ExitCode.OK),
                 "fixtures": [{
                     "fixture": name, "import_torch": "fails" if result.blocks_import else "loads",
-                    "blocking": [f.message for f in result.findings
+                    "blocking": [finding_json(f) for f in result.findings
                                  if f.severity is Severity.BLOCKS_IMPORT],
-                    "breaks_feature": [f.message for f in result.findings
+                    "breaks_feature": [finding_json(f) for f in result.findings
                                        if f.severity is Severity.BREAKS_FEATURE],
                 } for name, result, _ in results],
             }

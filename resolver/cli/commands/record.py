@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from resolver import __version__
-from resolver.cli.app import fail, guarded
+from resolver.cli.errors import fail, guarded
 
 __all__ = ["register"]
 
@@ -61,8 +61,8 @@ def _record(
     from resolver.elf.cache import FactsCache, default_cache_path  # noqa: PLC0415
     from resolver.fixture.model import Manifest, render_files_json, render_manifest  # noqa: PLC0415
     from resolver.fixture.record import record_root, record_site  # noqa: PLC0415
-    from resolver.platform import read_platform  # noqa: PLC0415
-    from resolver.rootfs import RootFS, path_in_root  # noqa: PLC0415
+    from resolver.target.platform import read_platform  # noqa: PLC0415
+    from resolver.target.rootfs import RootFS, path_in_root  # noqa: PLC0415
 
     cache = FactsCache(default_cache_path())
     extras = _provenance_extras(composed_from)

@@ -8,25 +8,32 @@ argument; detecting the live host is the CLI's business. Nothing here runs at im
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
+from importlib import resources
 from typing import TYPE_CHECKING
+
+from packaging.version import InvalidVersion, Version
 
 from resolver.elf.facts import ElfClass, Machine
 
 if TYPE_CHECKING:
     from resolver.elf.cache import FactsCache
     from resolver.elf.facts import ElfFacts
-    from resolver.rootfs import RootFS
+    from resolver.target.rootfs import RootFS
 
 __all__ = [
-    "JETPACK_BY_L4T",
+    "JetsonRelease",
     "Platform",
-    "jetpack_for_l4t",
+    "find_jetson_release",
+    "jetson_releases",
     "parse_cudnn_header",
+    "parse_jetson_releases",
     "parse_nv_tegra_release",
     "parse_os_release",
+    "parse_version",
     "read_platform",
 ]
 
@@ -48,21 +55,51 @@ _PLATFORM_NAMES = {
     Machine.RISCV: "riscv64",
 }
 
-# L4T release -> JetPack (NVIDIA's JetPack archive pages; FACTS.md).
-JETPACK_BY_L4T = {
-    "36.2": "6.0 DP",
-    "36.3": "6.0",
-    "36.4": "6.1",
-    "36.4.3": "6.2",
-    "36.4.4": "6.2.1",
-    "38.2": "7.0",
-    "38.4": "7.1",
-}
-# The GPU each Jetson generation carries, by L4T major (Orin sm_87, Thor sm_110 under CUDA 13).
-_GPU_BY_L4T_MAJOR = {"35": 87, "36": 87, "38": 110}
-# The driver branch each L4T major ships (JetPack release notes: R35 = 35.x/CUDA 11.4,
-# R36 = 540 / CUDA 12.6, R38 = 580 / CUDA 13.0).
-_DRIVER_BY_L4T_MAJOR = {"36": "540", "38": "580"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JetsonRelease:
+    """One L4T release: its JetPack, the GPU it runs on and the driver branch it ships."""
+
+    l4t: Version
+    jetpack: Version
+    jetpack_label: str  # as NVIDIA writes it ("6.0 DP")
+    gpu_arch: int | None  # sm_XY as 10*X+Y
+    driver: Version | None
+
+
+def parse_jetson_releases(text: str) -> tuple[JetsonRelease, ...]:
+    """The releases of `jetson_releases.json`, most specific L4T first.
+
+    Raises:
+        ValueError: the data file is malformed (a bug of the package, not of the target).
+
+    """
+    data = json.loads(text)
+    releases = [
+        JetsonRelease(l4t=Version(row["l4t"]), jetpack=Version(row["jetpack"]),
+                      jetpack_label=row.get("jetpack_label", row["jetpack"]),
+                      gpu_arch=row.get("gpu_arch"),
+                      driver=Version(row["driver"]) if row.get("driver") else None)
+        for row in data["releases"]
+    ]
+    return tuple(sorted(releases, key=lambda r: (len(r.l4t.release), r.l4t), reverse=True))
+
+
+@functools.cache
+def jetson_releases() -> tuple[JetsonRelease, ...]:
+    """The bundled Jetson release table (`resolver/target/jetson_releases.json`)."""
+    text = resources.files("resolver.target").joinpath("jetson_releases.json").read_text("utf-8")
+    return parse_jetson_releases(text)
+
+
+def find_jetson_release(l4t: Version) -> JetsonRelease | None:
+    """The table's row for an L4T release: an exact match, else the same major.minor."""
+    parts = l4t.release
+    for release in jetson_releases():
+        if parts[: len(release.l4t.release)] == release.l4t.release:
+            return release
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,17 +112,18 @@ class Platform:
     system_dirs: tuple[str, ...]  # the loader's default directories, in order
     lib_token: str  # what $LIB expands to
     platform_token: str  # what $PLATFORM expands to
-    glibc: str | None = None
+    glibc: Version | None = None
     os_id: str | None = None
-    os_version: str | None = None
-    l4t: str | None = None
-    jetpack: str | None = None
-    cuda: str | None = None
+    os_version: str | None = None  # VERSION_ID as written ("24.04", "bookworm" has none)
+    l4t: Version | None = None
+    jetpack: Version | None = None
+    jetpack_label: str | None = None  # as NVIDIA names it ("6.0 DP")
+    cuda: Version | None = None
     cuda_flavour: str | None = None  # "sbsa" or "tegra" (aarch64-linux) when the toolkit says
-    cudnn: str | None = None
-    python: str | None = None
+    cudnn: Version | None = None
+    python: Version | None = None
     gpu_arch: int | None = None  # sm_XY as 10*X+Y
-    driver: str | None = None  # NVIDIA driver version or branch ("580", "575.57.08")
+    driver: Version | None = None  # NVIDIA driver version or branch ("580", "575.57.08")
 
     @property
     def arch(self) -> str:
@@ -97,16 +135,6 @@ def parse_nv_tegra_release(text: str) -> str | None:
     """`# R38 (release), REVISION: 2.0, ...` -> `38.2.0`."""
     match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
     return f"{match.group(1)}.{match.group(2)}" if match else None
-
-
-def jetpack_for_l4t(l4t: str) -> str | None:
-    """The JetPack release of an L4T release, most specific match first."""
-    parts = l4t.split(".")
-    for length in (3, 2):
-        found = JETPACK_BY_L4T.get(".".join(parts[:length]))
-        if found:
-            return found
-    return None
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -216,15 +244,41 @@ def _read_cudnn(rootfs: RootFS, triplet: str | None) -> str | None:
     return None
 
 
-def _read_driver(rootfs: RootFS, triplet: str | None, l4t: str | None) -> str | None:
-    """The driver version from a desktop driver's file name, else the L4T release's branch."""
+def _read_driver(rootfs: RootFS, triplet: str | None) -> str | None:
+    """The driver version from a desktop driver's file name (`libcuda.so.575.57.08`)."""
     dirs = [f"/usr/lib/{triplet}", f"/usr/lib/{triplet}/nvidia"] if triplet else []
     for directory in [*dirs, "/usr/lib64", "/usr/lib"]:
         for name in sorted(rootfs.list_dir(directory)):
             match = re.fullmatch(r"libcuda\.so\.(\d{3}\.\d+(?:\.\d+)?)", name)
             if match:
                 return match.group(1)
-    return _DRIVER_BY_L4T_MAJOR.get(l4t.split(".")[0]) if l4t else None
+    return None
+
+
+def parse_version(text: str | None) -> Version | None:
+    """`text` as a PEP 440 version, None when it is absent or not one."""
+    if text is None:
+        return None
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+def _release_facts(l4t: Version) -> tuple[JetsonRelease | None, int | None, Version | None]:
+    """The release's row with its GPU and driver.
+
+    For an unlisted release of a listed major: no row, and the GPU and driver every listed
+    release of that major agrees on.
+    """
+    release = find_jetson_release(l4t)
+    if release is not None:
+        return release, release.gpu_arch, release.driver
+    same = [r for r in jetson_releases() if r.l4t.major == l4t.major]
+    gpus = {r.gpu_arch for r in same}
+    drivers = {r.driver for r in same}
+    return (None, gpus.pop() if len(gpus) == 1 else None,
+            drivers.pop() if len(drivers) == 1 else None)
 
 
 def _read_python(rootfs: RootFS) -> str | None:
@@ -246,7 +300,7 @@ def read_platform(
     *,
     machine_hint: int | None = None,
     gpu_arch: int | None = None,
-    python: str | None = None,
+    python: Version | None = None,
     cache: FactsCache | None = None,
 ) -> Platform:
     """Read the platform facts of a root.
@@ -272,10 +326,11 @@ def read_platform(
         system_dirs, lib_token = ("/lib", "/usr/lib"), "lib"
     os_release = parse_os_release(rootfs.read_text("/etc/os-release") or "")
     tegra = rootfs.read_text("/etc/nv_tegra_release")
-    l4t = parse_nv_tegra_release(tegra) if tegra else None
+    l4t = parse_version(parse_nv_tegra_release(tegra) if tegra else None)
+    release, release_gpu, release_driver = _release_facts(l4t) if l4t else (None, None, None)
     cuda, flavour = _read_cuda(rootfs)
-    if gpu_arch is None and l4t:
-        gpu_arch = _GPU_BY_L4T_MAJOR.get(l4t.split(".")[0])
+    if gpu_arch is None:
+        gpu_arch = release_gpu
     return Platform(
         machine=machine,
         elf_class=elf_class,
@@ -284,15 +339,16 @@ def read_platform(
         lib_token=lib_token,
         platform_token=_PLATFORM_NAMES.get(Machine(machine), "unknown")
         if machine in _PLATFORM_NAMES else "unknown",
-        glibc=_glibc_of(libc) if libc else None,
+        glibc=parse_version(_glibc_of(libc) if libc else None),
         os_id=os_release.get("ID"),
         os_version=os_release.get("VERSION_ID"),
         l4t=l4t,
-        jetpack=jetpack_for_l4t(l4t) if l4t else None,
-        cuda=cuda,
+        jetpack=release.jetpack if release else None,
+        jetpack_label=release.jetpack_label if release else None,
+        cuda=parse_version(cuda),
         cuda_flavour=flavour,
-        cudnn=_read_cudnn(rootfs, triplet),
-        python=python or _read_python(rootfs),
+        cudnn=parse_version(_read_cudnn(rootfs, triplet)),
+        python=python or parse_version(_read_python(rootfs)),
         gpu_arch=gpu_arch,
-        driver=_read_driver(rootfs, triplet, l4t),
+        driver=parse_version(_read_driver(rootfs, triplet)) or release_driver,
     )

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from resolver.findings import Finding, FindingKind, Severity
+from resolver.findings.model import Severity, TagMismatch, WheelTagMismatch
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from resolver.platform import Platform
+    from resolver.target.platform import Platform
 
 __all__ = ["parse_wheel_file_tags", "parse_wheel_metadata_tags", "wheel_tag_findings"]
 
@@ -57,7 +57,7 @@ def _platform_tags(platform: Platform) -> list[str]:
     arch = platform.arch
     tags: list[str] = []
     if platform.glibc:
-        major, minor = (int(p) for p in platform.glibc.split(".")[:2])
+        major, minor = platform.glibc.major, platform.glibc.minor
         for glibc_minor in range(minor, -1, -1):
             tags.append(f"manylinux_{major}_{glibc_minor}_{arch}")
             legacy = _LEGACY.get((major, glibc_minor))
@@ -67,38 +67,36 @@ def _platform_tags(platform: Platform) -> list[str]:
     return tags
 
 
+def _mismatch(wanted: set[str], platform: Platform) -> TagMismatch | None:
+    """Which part of the tags the target rejects: platform first, then the Python ABI."""
+    from packaging.tags import compatible_tags, cpython_tags  # noqa: PLC0415
+
+    platforms = _platform_tags(platform)
+    wheel_platforms = {t.rsplit("-", 1)[-1] for t in wanted}
+    if not any(p in platforms or p == "any" for p in wheel_platforms):
+        if not any(p.endswith(platform.arch) for p in wheel_platforms):
+            return TagMismatch.ARCHITECTURE
+        return TagMismatch.GLIBC
+    if platform.python is None:
+        return None
+    python = (platform.python.major, platform.python.minor)
+    supported = {str(tag) for tag in cpython_tags(python, platforms=platforms)}
+    supported.update(str(tag) for tag in compatible_tags(python, platforms=platforms))
+    return None if wanted & supported else TagMismatch.PYTHON
+
+
 def wheel_tag_findings(
-    tags: Iterable[str], platform: Platform, *, subject: str
-) -> tuple[Finding, ...]:
+    tags: Iterable[str], platform: Platform, *, wheel: str
+) -> tuple[WheelTagMismatch, ...]:
     """A `WheelTagMismatch` when none of the wheel's tags is supported by the target.
 
     When the target's Python is unknown, only the platform part (architecture, glibc) is judged.
     """
-    from packaging.tags import compatible_tags, cpython_tags  # noqa: PLC0415
-
     wanted = set(tags)
-    if not wanted:
+    mismatch = _mismatch(wanted, platform) if wanted else None
+    if mismatch is None:
         return ()
-    platforms = _platform_tags(platform)
-    why = []
-    wheel_platforms = {t.rsplit("-", 1)[-1] for t in wanted}
-    if not any(p in platforms or p == "any" for p in wheel_platforms):
-        if not any(p.endswith(platform.arch) for p in wheel_platforms):
-            why.append(f"built for {', '.join(sorted(wheel_platforms))}, "
-                       f"the target is {platform.arch}")
-        else:
-            why.append(f"needs a newer glibc than the target's {platform.glibc}")
-    elif platform.python is not None:
-        major, minor = (int(p) for p in platform.python.split(".")[:2])
-        supported = {str(tag) for tag in cpython_tags((major, minor), platforms=platforms)}
-        supported.update(str(tag) for tag in compatible_tags((major, minor), platforms=platforms))
-        if not wanted & supported:
-            interpreters = sorted({t.split("-", 1)[0] for t in wanted})
-            why.append(f"built for {', '.join(interpreters)}, the target runs Python "
-                       f"{platform.python}")
-    if not why:
-        return ()
-    return (Finding(
-        kind=FindingKind.WHEEL_TAG_MISMATCH, severity=Severity.BLOCKS_IMPORT,
-        subject=subject, message=f"{subject}: no tag fits the target ({'; '.join(why)})",
-        phases=("install",)),)
+    return (WheelTagMismatch(
+        severity=Severity.BLOCKS_IMPORT, phases=("install",), wheel=wheel,
+        tags=tuple(sorted(wanted)), mismatch=mismatch, target_arch=platform.arch,
+        target_glibc=platform.glibc, target_python=platform.python),)

@@ -3,7 +3,7 @@
 A mount answers for paths relative to its own top (`rel`, '' for the top itself): it lists a
 directory without following symlinks, reads a link, opens a file and says what identifies the
 file's bytes for the facts cache. It does not resolve symlinks or `..`, and it knows nothing of
-the root it is mounted in; `resolver.rootfs` does both. It reads; it never writes.
+the root it is mounted in; `resolver.target.rootfs` does both. It reads; it never writes.
 """
 
 from __future__ import annotations

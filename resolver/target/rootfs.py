@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from resolver.errors import RootFsError
-from resolver.mounts import DirMount, Entry, EntryKind, Mount, ZipMount
+from resolver.target.mounts import DirMount, Entry, EntryKind, Mount, ZipMount
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -9,8 +9,8 @@ blanks (glibc 2.36's skips `/a:/b` as a directory that does not exist); it drops
 suffix, then trailing white space and slashes, and a line left empty (`/` is one) adds nothing.
 
 `iter_conf_dirs` follows the includes. It never touches a filesystem: the caller's `read_text`
-and `glob` see the target root (see `resolver.rootfs`), so every path stays inside it. It does
-not stat directories: ldconfig drops duplicates by inode, here they are dropped by name, and
+and `glob` see the target root (see `resolver.target.rootfs`), so every path stays inside it.
+It does not stat directories: ldconfig drops duplicates by inode, here they are dropped by name, and
 the system directories ldconfig always adds are the caller's to add.
 """
 

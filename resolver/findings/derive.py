@@ -1,0 +1,207 @@
+"""Findings from a finished walk: what failed, how badly, and the facts a fix needs.
+
+Severity follows the phase: a failure in a dlopen of `import torch` that torch does not recover
+from blocks the import; one in a library opened later for a feature breaks that feature.
+Missing libraries carry the loader's trail and every file elsewhere in the root (or on
+`sys.path`) that carries the soname or another major of it.
+
+This module neither reads files nor prints; `resolver.diagnose` gathers its inputs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from packaging.version import InvalidVersion, Version
+
+from resolver.findings.model import (
+    CudnnTooOld,
+    DriverTooOld,
+    FileElsewhere,
+    Finding,
+    InvalidLibrary,
+    MissingLibrary,
+    NoKernelForGpu,
+    NoVersionInformation,
+    PreloadNotFound,
+    Severity,
+    VersionNotFound,
+    WrongArchitecture,
+)
+from resolver.loader.torch_import import IMPORT
+from resolver.loader.walk import Outcome
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from resolver.elf.facts import GpuCode
+    from resolver.loader.torch_import import Attempt, TorchInstall
+    from resolver.loader.walk import LoadedObject, Request, VersionProblem
+    from resolver.target.platform import Platform
+
+__all__ = [
+    "cudnn_findings",
+    "driver_findings",
+    "gpu_findings",
+    "load_findings",
+]
+
+
+def _severity(phases: Iterable[str]) -> Severity:
+    return Severity.BLOCKS_IMPORT if IMPORT in phases else Severity.BREAKS_FEATURE
+
+
+def load_findings(
+    attempts: Sequence[Attempt],
+    requests: Sequence[Request],
+    objects: Sequence[LoadedObject],
+    versions: Sequence[VersionProblem],
+    *,
+    locate_elsewhere: Callable[[str], tuple[FileElsewhere, ...]],
+) -> tuple[Finding, ...]:
+    """Findings from torch's dlopen attempts: missing, invalid, wrong-arch, versions.
+
+    Attempts torch recovers from (a retry that worked, its best-effort preload) do not count.
+    """
+    counted = [
+        requests[i] for attempt in attempts if not attempt.superseded for i in attempt.requests
+    ]
+    failed: dict[str, list[Request]] = {}
+    for request in counted:
+        if request.target is None:
+            failed.setdefault(request.name, []).append(request)
+    findings = [
+        _failed_request_finding(name, misses, objects, locate_elsewhere)
+        for name, misses in failed.items()
+    ]
+    findings += [
+        PreloadNotFound(severity=_severity([attempt.phase]), phases=(attempt.phase,),
+                        folder=attempt.preload[0], pattern=attempt.preload[1],
+                        sys_path=attempt.preload_dirs)
+        for attempt in attempts
+        if not attempt.ok and attempt.preload is not None and not attempt.superseded
+    ]
+    kept = [versions[i] for attempt in attempts if not attempt.superseded
+            for i in attempt.versions]
+    findings += _version_findings(kept, objects)
+    return tuple(findings)
+
+
+def _failed_request_finding(
+    name: str,
+    misses: Sequence[Request],
+    objects: Sequence[LoadedObject],
+    locate_elsewhere: Callable[[str], tuple[FileElsewhere, ...]],
+) -> Finding:
+    """The one finding for every failed request of `name`: invalid, wrong-arch or missing."""
+    phases = tuple(dict.fromkeys(r.phase for r in misses))
+    requesters = tuple(dict.fromkeys(
+        "python" if r.requester is None else objects[r.requester].path for r in misses))
+    trail = misses[0].candidates
+    severity = _severity(phases)
+    error = next((r.error for r in misses if r.error), None)
+    if error:
+        where = next((c.path for c in trail if c.outcome is Outcome.NOT_ELF), name)
+        return InvalidLibrary(severity=severity, phases=phases, soname=name, path=where,
+                              reason=error, requested_by=requesters, searched=trail)
+    wrong = tuple(c for c in trail if c.outcome in (Outcome.WRONG_CLASS, Outcome.WRONG_MACHINE))
+    if wrong:
+        return WrongArchitecture(severity=severity, phases=phases, soname=name, rejected=wrong,
+                                 requested_by=requesters, searched=trail)
+    return MissingLibrary(severity=severity, phases=phases, soname=name,
+                          requested_by=requesters, searched=trail,
+                          found_elsewhere=locate_elsewhere(name))
+
+
+def _version_findings(
+    versions: Sequence[VersionProblem], objects: Sequence[LoadedObject]
+) -> list[Finding]:
+    """One finding per distinct (requester, file, version) problem, in the order met."""
+    findings: list[Finding] = []
+    seen: set[tuple[int, str, str]] = set()
+    for problem in versions:
+        key = (problem.requester, problem.file, problem.version)
+        if key in seen:
+            continue
+        seen.add(key)
+        requester, provider = objects[problem.requester].path, objects[problem.provider].path
+        if problem.fatal:
+            findings.append(VersionNotFound(
+                severity=_severity([problem.phase]), phases=(problem.phase,),
+                version=problem.version, file=problem.file, requester=requester,
+                provider=provider))
+        else:
+            findings.append(NoVersionInformation(
+                severity=Severity.INFO, phases=(problem.phase,), version=problem.version,
+                file=problem.file, requester=requester, provider=provider))
+    return findings
+
+
+def gpu_findings(
+    objects: Sequence[LoadedObject],
+    platform: Platform,
+    find_kernel_for: Callable[[Iterable[GpuCode], int], GpuCode | None],
+) -> tuple[NoKernelForGpu, ...]:
+    """`NoKernelForGpu` for each loaded library with GPU code but none for the target GPU."""
+    if platform.gpu_arch is None:
+        return ()
+    return tuple(
+        NoKernelForGpu(severity=Severity.BREAKS_FEATURE, phases=(obj.phase,), library=obj.path,
+                       gpu_arch=platform.gpu_arch, codes=obj.facts.gpu_code)
+        for obj in objects
+        if obj.facts.gpu_code and find_kernel_for(obj.facts.gpu_code, platform.gpu_arch) is None
+    )
+
+
+def pinned_cudnn(requires: Iterable[str]) -> Version | None:
+    """The cuDNN a torch was built with: its `nvidia-cudnn-cuNN==X.Y...` Requires-Dist pin."""
+    for line in requires:
+        match = re.match(r"nvidia-cudnn-cu\d+\s*==\s*(\d+\.\d+(?:\.\d+)*)", line)
+        if match:
+            return Version(match.group(1))
+    return None
+
+
+def cudnn_findings(
+    torch: TorchInstall | None,
+    objects: Sequence[LoadedObject],
+    runtime_version: Callable[[LoadedObject], Version | None],
+) -> tuple[CudnnTooOld, ...]:
+    """Torch refuses a cuDNN of another major, or of its major with a lower minor.
+
+    torch/backends/cudnn/__init__.py compares the runtime cuDNN with the one it was built with
+    on first use; the built-with version is what the wheel pins (`nvidia-cudnn-cu13==9.19...`).
+    """
+    pinned = pinned_cudnn(torch.requires) if torch else None
+    cudnn = next((o for o in objects if (o.facts.soname or "").startswith("libcudnn.so.")), None)
+    if pinned is None or cudnn is None:
+        return ()
+    runtime = runtime_version(cudnn)
+    if runtime is None:
+        return ()
+    if runtime.major == pinned.major and runtime.minor >= pinned.minor:
+        return ()
+    return (CudnnTooOld(severity=Severity.BREAKS_FEATURE, phases=("cuDNN",), library=cudnn.path,
+                        built_with=pinned, runtime=runtime),)
+
+
+# The oldest driver branch each CUDA major runs on (NVIDIA CUDA Toolkit release notes, "CUDA
+# Driver" table: 13.x needs >= 580, 12.x >= 525 with minor-version compatibility).
+_MIN_DRIVER = {13: 580, 12: 525, 11: 450}
+
+
+def driver_findings(torch: TorchInstall | None, driver: Version | None
+                    ) -> tuple[DriverTooOld, ...]:
+    """`DriverTooOld` when the target's driver branch is older than torch's CUDA needs."""
+    if torch is None or torch.cuda is None or driver is None:
+        return ()
+    try:
+        cuda = Version(torch.cuda)
+    except InvalidVersion:
+        return ()
+    needed = _MIN_DRIVER.get(cuda.major)
+    if needed is None or driver.major >= needed:
+        return ()
+    return (DriverTooOld(severity=Severity.BREAKS_FEATURE, phases=("any CUDA work",),
+                         driver=driver, needed_branch=needed, cuda=cuda),)
