@@ -1,4 +1,4 @@
-"""Rebuild the fixtures bundled in resolver/bundled/ from real public packages.
+"""Rebuild the bundled fixtures in fixtures/ from real public packages.
 
 1. `tools/compose_roots.py` assembles the Thor and Orin roots from arm64 Debian packages and
    NVIDIA's aarch64 wheels on PyPI (see each root's provenance.json).
@@ -6,7 +6,7 @@
    public package carries, synthesised from hand-written facts (and marked so in the manifest);
    the root's own arm64 `ldconfig` (under qemu) then rewrites `etc/ld.so.cache`.
 3. `jetson-resolve record` records each root, and the torch wheels from PyPI as site-packages
-   fixtures, into resolver/bundled/<name>/ with their provenance.
+   fixtures, into fixtures/<name>/ with their provenance.
 
 Needs root (ldconfig -r chroots), qemu-user-static, and the network for the first run.
 """
@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parent.parent
-BUNDLED = TOP / "resolver" / "bundled"
+BUNDLED = TOP / "fixtures"
 sys.path.insert(0, str(TOP))
 sys.path.insert(0, str(TOP / "tools"))
 

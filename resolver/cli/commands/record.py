@@ -21,7 +21,7 @@ import typer
 from resolver import __version__
 from resolver.cli.errors import fail, guarded
 
-__all__ = ["register"]
+__all__ = ["public_command", "register"]
 
 
 def _python_sites(python: str) -> tuple[str, ...]:
@@ -111,6 +111,34 @@ def _record(
             "entries": kinds, "skipped": skipped}
 
 
+# Options whose values are paths of the recording machine (a scratch root, the checkout): the
+# manifest names them by placeholder, so a fixture does not carry where it was made.
+_HOST_PATH_OPTIONS = ("--root", "--out", "--site-packages", "--composed-from")
+
+
+def public_command(argv: list[str]) -> str:
+    """The record command line as a manifest states it: host paths as `<root>`, `<out>`, ...
+
+    `/` stays `/`: recording a live machine's root says something about the fixture.
+    """
+    def placeholder(option: str, value: str) -> str:
+        return value if value == "/" else f"<{option.removeprefix('--')}>"
+
+    shown: list[str] = []
+    pending: str | None = None
+    for arg in argv:
+        option, sep, value = arg.partition("=")
+        if pending is not None:
+            shown.append(placeholder(pending, arg))
+            pending = None
+        elif option in _HOST_PATH_OPTIONS and sep:
+            shown.append(f"{option}={placeholder(option, value)}")
+        else:
+            shown.append(arg)
+            pending = arg if arg in _HOST_PATH_OPTIONS else None
+    return shlex.join(["jetson-resolve", *shown])
+
+
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
 
@@ -151,7 +179,14 @@ def register(app: typer.Typer) -> None:
             root=root, out=out, name=name or out.resolve().name, description=description,
             python=python, site_packages=site_packages, site_only=site_only, site_at=site_at,
             composed_from=composed_from, gpu_arch=gpu_arch,
-            command=shlex.join(["jetson-resolve", *sys.argv[1:]])))
+            command=public_command([
+                "record", *(["--site-only"] if site_only else []),
+                *[arg for option, value in (
+                    ("--root", root), ("--out", out), ("--name", name),
+                    ("--description", description or None), ("--python", python),
+                    ("--site-packages", site_packages), ("--site-at", site_at),
+                    ("--composed-from", composed_from), ("--gpu-arch", gpu_arch))
+                  if value is not None for arg in (option, str(value))]])))
         if as_json:
             sys.stdout.write(json.dumps(result, sort_keys=True, indent=2) + "\n")
         else:
