@@ -26,9 +26,11 @@ if TYPE_CHECKING:
     from packaging.version import Version
 
     from resolver.elf.cache import FactsCache
+    from resolver.fixture.model import Fixture
     from resolver.target.mounts import Mount
     from resolver.target.platform import Platform
     from resolver.target.rootfs import RootFS
+    from resolver.target.witness import Witness
 
 __all__ = ["Opened", "Source", "open_source"]
 
@@ -72,34 +74,42 @@ class Opened:
     wheel_name: str | None
 
 
-def _fixture_root(name: str) -> tuple[str, int | None]:
+def _parse_fixture(name: str, witness: Witness | None) -> Fixture:
     from resolver.fixture.catalog import find_fixture  # noqa: PLC0415
-    from resolver.fixture.materialize import materialize  # noqa: PLC0415
     from resolver.fixture.model import parse_fixture_dir  # noqa: PLC0415
 
-    fixture = parse_fixture_dir(find_fixture(name))
+    directory = find_fixture(name)
+    if witness is not None:
+        for file in ("manifest.toml", "files.json"):
+            witness.saw(str(directory / file))
+    return parse_fixture_dir(directory)
+
+
+def _fixture_root(name: str, witness: Witness | None) -> tuple[str, int | None]:
+    from resolver.fixture.materialize import materialize  # noqa: PLC0415
+
+    fixture = _parse_fixture(name, witness)
     if fixture.manifest.kind != "system":
         raise InvalidFixture(f"{name}: is a {fixture.manifest.kind} fixture; give it with "
                              "--torch-fixture")
     return str(materialize(fixture)), fixture.manifest.gpu_arch
 
 
-def _torch_fixture(name: str) -> tuple[str, dict[str, Mount]]:
-    from resolver.fixture.catalog import find_fixture  # noqa: PLC0415
+def _torch_fixture(name: str, witness: Witness | None) -> tuple[str, dict[str, Mount]]:
     from resolver.fixture.materialize import materialize  # noqa: PLC0415
-    from resolver.fixture.model import parse_fixture_dir  # noqa: PLC0415
     from resolver.target.mounts import DirMount  # noqa: PLC0415
 
-    fixture = parse_fixture_dir(find_fixture(name))
+    fixture = _parse_fixture(name, witness)
     site = fixture.manifest.site
     if fixture.manifest.kind != "site-packages" or site is None:
         raise InvalidFixture(f"{name}: is a {fixture.manifest.kind} fixture; give it with "
                              "--fixture")
     top = materialize(fixture)
-    return site, {site: DirMount(top / site.lstrip("/"))}
+    return site, {site: DirMount(top / site.lstrip("/"), witness=witness)}
 
 
-def _place(root: str, host_path: str) -> tuple[str, dict[str, Mount]]:
+def _place(root: str, host_path: str, witness: Witness | None = None
+           ) -> tuple[str, dict[str, Mount]]:
     """Where a host directory appears in the root's namespace, and the mount that puts it there."""
     from resolver.target.mounts import DirMount  # noqa: PLC0415
     from resolver.target.rootfs import path_in_root  # noqa: PLC0415
@@ -107,21 +117,21 @@ def _place(root: str, host_path: str) -> tuple[str, dict[str, Mount]]:
     inside = path_in_root(root, host_path)
     if inside is not None:
         return inside, {}
-    return host_path, {host_path: DirMount(host_path)}
+    return host_path, {host_path: DirMount(host_path, witness=witness)}
 
 
-def _torch_mounts(source: Source, root: str
+def _torch_mounts(source: Source, root: str, witness: Witness | None
                   ) -> tuple[str, dict[str, Mount], tuple[str, ...] | None]:
     """The torch's site in the root's namespace, its mounts, and a wheel's file-name tags."""
     from resolver.findings.wheel_tags import parse_wheel_file_tags  # noqa: PLC0415
     from resolver.target.mounts import ZipMount  # noqa: PLC0415
 
     if source.torch_fixture is not None:
-        site, mounts = _torch_fixture(source.torch_fixture)
+        site, mounts = _torch_fixture(source.torch_fixture, witness)
         return site, mounts, None
     if source.wheel is not None:
         site = "/" + os.path.basename(source.wheel)
-        mount = ZipMount(source.wheel)  # first: is it a zip at all
+        mount = ZipMount(source.wheel, witness=witness)  # first: is it a zip at all
         try:
             tags = parse_wheel_file_tags(os.path.basename(source.wheel))
         except ValueError as err:
@@ -130,13 +140,15 @@ def _torch_mounts(source: Source, root: str
         return site, {site: mount}, tags
     if source.site is None:
         raise RootFsError("no torch to diagnose: give a site-packages, a wheel or a torch fixture")
-    site, mounts = _place(root, source.site)
+    site, mounts = _place(root, source.site, witness)
     return site, mounts, None
 
 
 @contextlib.contextmanager
-def open_source(source: Source) -> Iterator[Opened]:
+def open_source(source: Source, *, witness: Witness | None = None) -> Iterator[Opened]:
     """Open `source`: materialise fixtures, mount the torch, read the platform.
+
+    `witness`, when given, records every host path the diagnose consults.
 
     Raises:
         InvalidFixture: a fixture is unknown, malformed or of the other kind.
@@ -151,12 +163,12 @@ def open_source(source: Source) -> Iterator[Opened]:
 
     root, gpu_arch = source.root, source.gpu_arch
     if source.fixture is not None:
-        root, recorded_gpu = _fixture_root(source.fixture)
+        root, recorded_gpu = _fixture_root(source.fixture, witness)
         gpu_arch = gpu_arch if gpu_arch is not None else recorded_gpu
-    site, mounts, wheel_tags = _torch_mounts(source, root)
+    site, mounts, wheel_tags = _torch_mounts(source, root, witness)
     cache = FactsCache(source.facts_cache)
     try:
-        rootfs = RootFS(root, mounts=mounts)
+        rootfs = RootFS(root, mounts=mounts, witness=witness)
         platform = read_platform(rootfs, gpu_arch=gpu_arch, python=source.python, cache=cache)
         for mount in mounts.values():
             if isinstance(mount, ZipMount):

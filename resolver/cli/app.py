@@ -6,15 +6,19 @@ here; exceptions become exit codes in `resolver.cli.errors`.
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import TYPE_CHECKING
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
 __all__ = ["build_app", "main"]
 
 
 def build_app() -> typer.Typer:
     """A new app with every command registered."""
+    import typer  # noqa: PLC0415 - a replayed result never needs it
+
     from resolver.cli.commands import check, diagnose, record  # noqa: PLC0415
 
     app = typer.Typer(
@@ -36,6 +40,13 @@ def build_app() -> typer.Typer:
     return app
 
 
-def main(argv: list[str] | None = None) -> Any:  # noqa: ANN401 - typer's return
-    """Entry point of the `jetson-resolve` script and `python -m resolver`."""
-    return build_app()(args=argv)
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `jetson-resolve` script and `python -m resolver`.
+
+    A `diagnose` whose result is kept and still valid is replayed before typer is imported
+    (`resolver.cli.result_cache`).
+    """
+    from resolver.cli.result_cache import cached_run  # noqa: PLC0415
+
+    args = sys.argv[1:] if argv is None else argv
+    raise SystemExit(cached_run(args, lambda: build_app()(args=args)))

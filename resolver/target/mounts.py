@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
     from pathlib import Path
 
+    from resolver.target.witness import Witness
+
 __all__ = ["DirMount", "Entry", "EntryKind", "Mount", "ZipMount"]
 
 
@@ -71,15 +73,18 @@ class Mount(Protocol):
 class DirMount:
     """A host directory."""
 
-    def __init__(self, top: Path | str) -> None:
+    def __init__(self, top: Path | str, *, witness: Witness | None = None) -> None:
         self.top = os.fspath(top)
         self.label = self.top
+        self.witness = witness
 
     def _host(self, rel: str) -> str:
         return os.path.join(self.top, rel) if rel else self.top
 
     def list_dir(self, rel: str) -> Mapping[str, Entry] | None:
         """Entries of directory `rel`, symlinks not followed; None when it is not a directory."""
+        if self.witness is not None:
+            self.witness.saw(self._host(rel))
         try:
             with os.scandir(self._host(rel)) as it:
                 listing: dict[str, Entry] = {}
@@ -100,15 +105,21 @@ class DirMount:
 
     def read_link(self, rel: str) -> str:
         """The target of symlink `rel`."""
+        if self.witness is not None:
+            self.witness.saw(self._host(rel))
         return os.readlink(self._host(rel))
 
     def open(self, rel: str) -> tuple[BinaryIO, int]:
         """File `rel` opened for reading, and its size."""
+        if self.witness is not None:
+            self.witness.saw(self._host(rel))
         handle = open(self._host(rel), "rb")  # noqa: SIM115 - the caller closes it
         return handle, os.fstat(handle.fileno()).st_size
 
     def identity(self, rel: str) -> tuple[object, ...]:
         """Host path, size, mtime_ns and inode of `rel`."""
+        if self.witness is not None:
+            self.witness.saw(self._host(rel))
         info = os.stat(self._host(rel))
         return (self._host(rel), info.st_size, info.st_mtime_ns, info.st_ino)
 
@@ -132,9 +143,11 @@ class ZipMount:
     parallel. A member whose name is absolute or climbs out with `..` makes the archive invalid.
     """
 
-    def __init__(self, archive: Path | str) -> None:
+    def __init__(self, archive: Path | str, *, witness: Witness | None = None) -> None:
         import zipfile  # noqa: PLC0415 - only wheels need it; keeps start-up light
 
+        if witness is not None:
+            witness.saw(os.fspath(archive))
         self.archive = os.fspath(archive)
         self.label = self.archive
         try:

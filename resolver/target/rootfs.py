@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
+    from resolver.target.witness import Witness
+
 __all__ = [
     "DirMount",
     "Entry",
@@ -69,12 +71,13 @@ def path_in_root(root: str, host_path: str) -> str | None:
 class RootFS:
     """A root filesystem with optional extra mounts, read strictly inside itself."""
 
-    def __init__(self, root: Path | str, *, mounts: Mapping[str, Mount] | None = None) -> None:
+    def __init__(self, root: Path | str, *, mounts: Mapping[str, Mount] | None = None,
+                 witness: Witness | None = None) -> None:
         self.root = os.path.abspath(os.fspath(root))
         if not os.path.isdir(self.root):
             raise RootFsError(f"{self.root}: root is not a directory")
         self.live = self.root == "/"
-        self._mounts: dict[str, Mount] = {"/": DirMount(self.root)}
+        self._mounts: dict[str, Mount] = {"/": DirMount(self.root, witness=witness)}
         for at, mount in (mounts or {}).items():
             self._mounts[posixpath.normpath("/" + at.lstrip("/"))] = mount
         # Longest prefix first, so a mount inside a mount wins.

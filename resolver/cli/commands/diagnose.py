@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,8 +59,6 @@ def make_source(
     fixture: str | None = None, torch_fixture: str | None = None,
 ) -> Source:
     """Decide what to diagnose from the options and the live host; exits 2 on bad usage."""
-    from packaging.version import Version  # noqa: PLC0415
-
     from resolver.elf.cache import default_cache_path  # noqa: PLC0415
 
     chosen = [name for name, value in (("--python", python), ("--site-packages", site_packages),
@@ -89,7 +88,21 @@ def make_source(
     if not live:
         raise fail("give --site-packages, --wheel or --torch-fixture for another root "
                    "(--python runs the interpreter here, so it needs the live root)")
-    site, sys_path, version = detect_python_site(python or sys.executable)
+    return _with_interpreter(source, python or sys.executable)
+
+
+def _with_interpreter(source: Source, interpreter: str) -> Source:
+    """`source` with the torch, sys.path and version the live interpreter reports."""
+    from packaging.version import Version  # noqa: PLC0415
+
+    from resolver.cli.result_cache import active_witness  # noqa: PLC0415
+
+    site, sys_path, version = detect_python_site(interpreter)
+    witness = active_witness()
+    if witness is not None:
+        # The interpreter's answer changes with its binary and what its sys.path folders hold.
+        for path in (shutil.which(interpreter) or interpreter, *sys_path):
+            witness.saw(os.path.realpath(path))
     return dataclasses.replace(source, site=site, sys_path=sys_path, python=Version(version))
 
 
@@ -100,10 +113,11 @@ def run_diagnose(source: Source) -> tuple[Diagnosis, RootFS]:
         ResolveError: bad input (no torch, unreadable wheel, fixture or C library).
 
     """
+    from resolver.cli.result_cache import active_witness  # noqa: PLC0415
     from resolver.diagnose import diagnose_source  # noqa: PLC0415
     from resolver.sources import open_source  # noqa: PLC0415
 
-    with open_source(source) as opened:
+    with open_source(source, witness=active_witness()) as opened:
         return diagnose_source(opened), opened.rootfs
 
 
