@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from cli_helpers import synth_lib
@@ -13,6 +14,11 @@ from test_cli_diagnose import empty_root, make_mini_torch
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+
+def _settle() -> None:
+    """Let what the test just wrote age past the cache's racy window (0.1 s of ctime)."""
+    time.sleep(0.25)
 
 
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -35,6 +41,7 @@ def test_replayed_until_a_consulted_path_changes(tmp_path: Path) -> None:
     site = make_mini_torch(tmp_path / "site", synth_lib)
     root = empty_root(tmp_path / "root")
     args = ("diagnose", "--site-packages", str(site), "--root", str(root), "--json")
+    _settle()
     first = _run(tmp_path, *args)
     assert first.returncode == 1, first.stderr
     [entry] = _entries(tmp_path)
@@ -45,11 +52,15 @@ def test_replayed_until_a_consulted_path_changes(tmp_path: Path) -> None:
     _mark(entry, "kept\n")
     assert (_run(tmp_path, *args).stdout, _run(tmp_path, *args).returncode) == ("kept\n", 1)
 
-    # A library file rewritten: a miss, the real answer, kept again.
+    # A library file touched: a miss and the real answer, not kept while the change is fresh.
     library = site / "torch" / "lib" / "libc10.so"
     os.utime(library, ns=(1, library.stat().st_mtime_ns + 10**9))
     again = _run(tmp_path, *args)
     assert again.stdout == first.stdout and again.returncode == 1
+    assert json.loads(entry.read_text())["stdout"] == "kept\n"
+    _settle()
+    _run(tmp_path, *args)
+    assert json.loads(entry.read_text())["stdout"] == first.stdout
 
     # The missing library appears in a searched folder: the folder changed, the answer too.
     _mark(entry, "kept\n")
@@ -62,6 +73,7 @@ def test_replayed_until_a_consulted_path_changes(tmp_path: Path) -> None:
 def test_no_cache_and_errors_are_never_kept(tmp_path: Path) -> None:
     site = make_mini_torch(tmp_path / "site", synth_lib)
     root = empty_root(tmp_path / "root")
+    _settle()
     run = _run(tmp_path, "diagnose", "--site-packages", str(site), "--root", str(root),
                "--json", "--no-cache")
     assert run.returncode == 1
@@ -74,6 +86,7 @@ def test_damaged_entry_is_a_miss(tmp_path: Path) -> None:
     site = make_mini_torch(tmp_path / "site", synth_lib)
     root = empty_root(tmp_path / "root")
     args = ("diagnose", "--site-packages", str(site), "--root", str(root), "--json")
+    _settle()
     first = _run(tmp_path, *args)
     [entry] = _entries(tmp_path)
     for damage in ("", "{", '{"format": 1, "code": "x"}', json.dumps({"format": 1})):

@@ -4,7 +4,8 @@
 a tree that did not change. A run's output is a function of its command line (with the working
 directory and `LD_LIBRARY_PATH`), of this package's code, and of the host paths the run
 consulted (`resolver.target.witness`). So the output, with that list of paths and their
-`lstat` signatures, is kept under `$XDG_CACHE_HOME/jetson-resolve/results/<key>.json`; a later
+`lstat` signatures, is kept (unless a path changed just before or during the run) under
+`$XDG_CACHE_HOME/jetson-resolve/results/<key>.json`; a later
 run with the same key replays it when every path still has its signature, without importing
 typer or the pipeline. Only piped output is kept (a terminal gets colours), only exits 0 and 1
 (an error is never replayed), and never with `--no-cache` or `--debug`.
@@ -20,6 +21,7 @@ import io
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,13 @@ __all__ = ["active_witness", "cached_run", "result_key"]
 _FORMAT = 1
 _COMMANDS = frozenset({"diagnose"})
 _NEVER = frozenset({"--no-cache", "--debug", "--help"})
+# What else a result depends on: the target's loader path (a live root) and what decides the
+# live interpreter's sys.path when diagnose asks it where torch is.
+_ENVIRONMENT = ("LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE",
+                "PYTHONNOUSERSITE", "VIRTUAL_ENV")
+# Filesystem timestamps come from a coarse clock (a few ms); a path changed this close to the
+# start of a run may change again unseen, so its result is not kept.
+_RACY_NS = 100_000_000
 _witness: contextvars.ContextVar[Witness | None] = contextvars.ContextVar("witness", default=None)
 
 
@@ -59,7 +68,7 @@ def result_key(argv: Sequence[str]) -> str:
     from resolver import __version__  # noqa: PLC0415
 
     inputs = [_FORMAT, __version__, sys.executable, os.getcwd(), list(argv),
-              os.environ.get("LD_LIBRARY_PATH", ""), _code_stamp()]
+              [os.environ.get(name, "") for name in _ENVIRONMENT], _code_stamp()]
     return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
 
 
@@ -134,6 +143,7 @@ def cached_run(argv: Sequence[str], run: Callable[[], object]) -> int:
     from resolver.target.witness import Witness  # noqa: PLC0415
 
     witness = Witness()
+    started = time.time_ns()
     token = _witness.set(witness)
     tee, real = _Tee(sys.stdout), sys.stdout
     sys.stdout = tee
@@ -142,7 +152,7 @@ def cached_run(argv: Sequence[str], run: Callable[[], object]) -> int:
     finally:
         sys.stdout = real
         _witness.reset(token)
-    if code in (0, 1) and witness.seen:
+    if code in (0, 1) and witness.seen and not witness.changed_since(started - _RACY_NS):
         _store(path, code, tee.kept.getvalue(), witness)
     return code
 

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Signature", "Witness", "signature_of"]
 
-# (st_mode, st_size, st_mtime_ns, st_ino), or None for a path that does not exist.
-Signature = tuple[int, int, int, int] | None
+# (st_mode, st_size, st_mtime_ns, st_ctime_ns, st_ino), or None for a path that does not exist.
+# The ctime catches what keeps the mtime (cp -p, rsync, tar) and cannot be set by hand.
+Signature = tuple[int, int, int, int, int] | None
 
 
 def signature_of(path: str) -> Signature:
@@ -32,8 +33,8 @@ def signature_of(path: str) -> Signature:
     except OSError:
         return None
     if stat.S_ISDIR(info.st_mode) or stat.S_ISLNK(info.st_mode) or stat.S_ISREG(info.st_mode):
-        return (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ino)
-    return (info.st_mode, 0, 0, info.st_ino)
+        return (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+    return (info.st_mode, 0, 0, 0, info.st_ino)
 
 
 class Witness:
@@ -51,6 +52,15 @@ class Witness:
     def seen(self) -> Mapping[str, Signature]:
         """Every path recorded, with its signature."""
         return dict(self._seen)
+
+    def changed_since(self, when_ns: int) -> bool:
+        """True when a recorded path changed at or after `when_ns` (ctime, nanoseconds).
+
+        Such a path may change again within the filesystem's timestamp tick without its
+        signature moving (git's "racily clean" index entries), so a result that saw it is not
+        kept.
+        """
+        return any(s is not None and s[3] >= when_ns for s in self._seen.values())
 
     @staticmethod
     def unchanged(seen: Iterable[tuple[str, Signature]]) -> bool:
