@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -17,7 +18,6 @@ from resolver.fixture.synth.elf import synthesize_elf
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from pathlib import Path
 
 WIDTH = 100
 
@@ -82,3 +82,19 @@ def synth_lib(
 def _soname_of(path: Path) -> str | None:
     with path.open("rb") as handle:
         return read_elf_facts(handle, origin=str(path), size=path.stat().st_size).soname
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def assert_golden(name: str, text: str) -> None:
+    """`text` equals `tests/golden/<name>`; JR_UPDATE_GOLDEN=1 rewrites the file instead."""
+    import os  # noqa: PLC0415
+
+    import pytest  # noqa: PLC0415
+
+    golden = GOLDEN / name
+    if os.environ.get("JR_UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+        pytest.skip(f"{golden} rewritten (JR_UPDATE_GOLDEN=1)")
+    assert text == golden.read_text()

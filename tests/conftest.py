@@ -1,28 +1,72 @@
-"""Session fixtures for the real test data every integration test uses.
+"""Session fixtures for the real test data every integration test uses, and the test session's
+own cache.
 
-Each fixture builds its data once into the cache (``JR_DATA``, default ``~/.cache/jr-data``,
-see `tests._data`) and hands back a `Path` or a function. A download that fails for lack of
-network skips the tests that asked for it; any other failure is an error.
+Each data fixture builds its data once into the data cache (``JR_DATA``, default
+``~/.cache/jr-data``, see `tests._data`) and hands back a `Path` or a function. A download that
+fails for lack of network skips the tests that asked for it, except under CI (``CI`` set to
+``true`` or ``1``), where it fails them: CI must not pass by skipping. Any other failure is an
+error. Every test that uses downloaded data is marked ``network`` (``-m "not network"`` runs the
+rest offline).
+
+jetson-resolve's own cache (facts, materialised fixtures, kept results) goes to a folder of the
+session's, never to the user's ``~/.cache/jetson-resolve``.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import _data
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from pathlib import Path
+    from collections.abc import Callable, Iterator
+
+# The fixtures that download (pip, apt-get) on a machine that has not cached their data yet.
+NETWORK_FIXTURES = frozenset({
+    "torch_x86_wheel", "torch_x86_alone", "torch_x86_full", "torch_cpu", "torch_arm_wheel",
+    "torch_arm_site", "arm64_root", "nvidia_tools", "library",
+})
+
+
+def in_ci() -> bool:
+    """True on CI, where missing data fails a test instead of skipping it."""
+    return os.environ.get("CI", "").lower() in {"true", "1"}
+
+
+def unavailable(reason: str) -> None:
+    """Skip (or, on CI, fail) a test whose data could not be downloaded."""
+    if in_ci():
+        pytest.fail(f"test data unavailable on CI: {reason}")
+    pytest.skip(f"test data unavailable (no network?): {reason}")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if NETWORK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.network)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point XDG_CACHE_HOME at a folder of this session's; pip keeps the user's pip cache."""
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    private = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIP_CACHE_DIR", os.environ.get("PIP_CACHE_DIR") or str(user_cache / "pip"))
+        patch.setenv("XDG_CACHE_HOME", str(private))
+        yield private
 
 
 def _get(make: Callable[[], Path]) -> Path:
     try:
         return make()
     except _data.DataUnavailable as err:
-        pytest.skip(f"test data unavailable (no network?): {err}")
+        unavailable(str(err))
+        raise  # unavailable() never returns
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli_helpers import run_cli, subjects, validate
+import pytest
+from cli_helpers import assert_golden, run_cli, subjects, validate
 
 from resolver.fixture.catalog import bundled_fixtures, find_fixture
 from resolver.fixture.model import parse_fixture_dir
@@ -51,8 +52,16 @@ def test_torch_2_11_on_thor() -> None:
         loaded = [o for o in document["objects"] if o["soname"] == name and o["loaded"]]
         assert loaded and loaded[0]["real"].startswith(toolkit), name
     # cuDNN 9.12 on the system, torch built with 9.19: refused at first use.
-    cudnn = [f for f in document["findings"] if f["kind"] == "cudnn-too-old"]
-    assert len(cudnn) == 1 and "9.19" in cudnn[0]["message"] and "9.12" in cudnn[0]["subject"]
+    [cudnn] = [f for f in document["findings"] if f["kind"] == "cudnn-too-old"]
+    assert (cudnn["runtime"], cudnn["built_with"]) == ("9.12.0", "9.19.0.56")
+    assert cudnn["library"] == "/lib/aarch64-linux-gnu/libcudnn.so.9"
+    # CUPTI sits in the toolkit's extras, which no search path names: the finding says where.
+    [cupti] = [f for f in document["findings"] if f["subject"] == "libcupti.so.13"]
+    assert cupti["found_elsewhere"][0] == {
+        "path": "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so.13", "name": "libcupti.so.13",
+        "same_soname": True}
+    # Root causes come first: nothing here blocks before the missing libraries.
+    assert [f["kind"] for f in document["findings"]][:4] == ["missing-library"] * 4
     # The wheel carries sm_110 code: no kernel finding.
     assert "no-kernel-for-gpu" not in {f["kind"] for f in document["findings"]}
     cuda = next(o for o in document["objects"] if o["soname"] == "libtorch_cuda.so")
@@ -68,7 +77,15 @@ def test_torch_2_11_on_orin_fails_on_cuda_13_and_the_driver() -> None:
     assert {"libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13"} <= blocking
     assert all(".so.13" in n or n in {"libcufft.so.12", "libcusparseLt.so.0", "libnccl.so.2",
                                       "libnvshmem_host.so.3"} for n in blocking)
-    assert any(f["kind"] == "driver-too-old" for f in document["findings"])
+    validate("diagnose", document)
+    [driver] = [f for f in document["findings"] if f["kind"] == "driver-too-old"]
+    assert (driver["driver"], driver["needed_branch"], driver["cuda"]) == ("540", 580, "13.0")
+    # The wheel is cp312, JetPack 6's Python is 3.10: the first finding, a root cause.
+    first = document["findings"][0]
+    assert (first["kind"], first["mismatch"], first["target_python"]) == (
+        "wheel-tag-mismatch", "python", "3.10")
+    assert "cp312-cp312-manylinux_2_28_aarch64" in first["tags"]
+    assert document["findings"][1]["kind"] == "driver-too-old"
 
 
 def test_cpu_torch_loads_on_thor_and_check_says_so(tmp_path: Path) -> None:
@@ -102,3 +119,16 @@ def test_record_writes_placeholders_for_host_paths(tmp_path: Path) -> None:
     command = parse_fixture_dir(out).manifest.source["command"]
     assert command == "jetson-resolve record --root '<root>' --out '<out>' --name demo"
     assert str(tmp_path) not in (out / "manifest.toml").read_text()
+
+
+@pytest.mark.parametrize(("flags", "golden"), [
+    ((), "thor_torch_2_11.txt"),
+    (("-v",), "thor_torch_2_11_v.txt"),
+], ids=["default", "verbose"])
+def test_thor_report_reads_first(flags: tuple[str, ...], golden: str) -> None:
+    run = run_cli("diagnose", "--fixture", "thor-jp7.0", "--torch-fixture",
+                  "torch-2.11.0-aarch64", *flags)
+    assert run.code == 1
+    lines = run.stdout.splitlines()
+    assert lines[3].startswith("✗ import torch will fail: 4 problems block it")
+    assert_golden(golden, run.stdout)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from cli_helpers import run_cli, subjects, synth_lib, validate
+from cli_helpers import assert_golden, run_cli, subjects, synth_lib, validate
 
 from resolver.fixture.synth.ldcache import write_ld_so_cache
 from resolver.target.rootfs import RootFS
@@ -90,12 +89,7 @@ def test_human_output_matches_golden(fixed_tree: Path, build_lib: BuildLib,
                   *flags)
     assert run.code == 1
     # The tree's place differs per run; the golden file names it <tree>.
-    text = run.stdout.replace(str(fixed_tree), "<tree>")
-    golden = GOLDEN / golden_name
-    if os.environ.get("JR_UPDATE_GOLDEN") == "1":
-        golden.write_text(text)
-        pytest.skip("golden file rewritten (JR_UPDATE_GOLDEN=1)")
-    assert text == golden.read_text()
+    assert_golden(golden_name, run.stdout.replace(str(fixed_tree), "<tree>"))
     # Piped output is never wrapped, even past the terminal's 100 columns.
     assert f"target  {root}: x86_64, testos 1," in run.stdout
     assert max(len(line) for line in run.stdout.splitlines()) > 100
