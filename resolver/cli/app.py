@@ -15,11 +15,18 @@ if TYPE_CHECKING:
 __all__ = ["build_app", "main"]
 
 
-def build_app() -> typer.Typer:
-    """A new app with every command registered."""
-    import typer  # noqa: PLC0415 - a replayed result never needs it
+_COMMANDS = ("diagnose", "record", "check")
 
-    from resolver.cli.commands import check, diagnose, record  # noqa: PLC0415
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """A new app with every command registered, or only `only` when it names one.
+
+    Registering a command costs its module's import and typer's reading of its signature;
+    a run of one command needs only that one (`jetson-resolve --help` needs them all).
+    """
+    import importlib  # noqa: PLC0415
+
+    import typer  # noqa: PLC0415 - a replayed result never needs it
 
     app = typer.Typer(
         name="jetson-resolve",
@@ -34,9 +41,8 @@ def build_app() -> typer.Typer:
     def _root() -> None:
         """Find what stops a PyTorch CUDA install from loading on a target, and why."""
 
-    diagnose.register(app)
-    record.register(app)
-    check.register(app)
+    for name in (only,) if only in _COMMANDS else _COMMANDS:
+        importlib.import_module(f"resolver.cli.commands.{name}").register(app)
     return app
 
 
@@ -49,4 +55,5 @@ def main(argv: list[str] | None = None) -> None:
     from resolver.cli.result_cache import cached_run  # noqa: PLC0415
 
     args = sys.argv[1:] if argv is None else argv
-    raise SystemExit(cached_run(args, lambda: build_app()(args=args)))
+    only = args[0] if args else None
+    raise SystemExit(cached_run(args, lambda: build_app(only)(args=args)))

@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     from resolver.target.platform import Platform
     from resolver.target.rootfs import RootFS
 
-__all__ = ["SCHEMA_VERSION", "diagnosis_json", "dump", "finding_json", "platform_json"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "check_json",
+    "diagnosis_json",
+    "dump",
+    "finding_json",
+    "platform_json",
+]
 
 SCHEMA_VERSION = 2
 
@@ -127,4 +134,22 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,
             for o in result.objects
         ],
         "findings": [finding_json(f) for f in result.findings],
+    }
+
+
+def check_json(results: list[tuple[str, Diagnosis, float]], input_name: str, exit_code: int
+               ) -> dict[str, Any]:
+    """The `check` envelope: per fixture, whether `import torch` loads and the findings."""
+    from resolver.findings.model import Severity  # noqa: PLC0415
+
+    return {
+        "schema": SCHEMA_VERSION, "command": "check", "input": input_name,
+        "exit_code": exit_code,
+        "fixtures": [{
+            "fixture": name, "import_torch": "fails" if result.blocks_import else "loads",
+            "blocking": [finding_json(f) for f in result.findings
+                         if f.severity is Severity.BLOCKS_IMPORT],
+            "breaks_feature": [finding_json(f) for f in result.findings
+                               if f.severity is Severity.BREAKS_FEATURE],
+        } for name, result, _ in results],
     }

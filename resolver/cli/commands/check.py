@@ -7,11 +7,10 @@ report (one test case per fixture; the blocking findings as its failure) that an
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -68,8 +67,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Exit non-zero if the torch would fail to import on any of the recorded targets."""
         from resolver.cli.commands.diagnose import make_source, run_diagnose  # noqa: PLC0415
-        from resolver.cli.render_json import SCHEMA_VERSION, finding_json  # noqa: PLC0415
-        from resolver.findings.model import Severity  # noqa: PLC0415
 
         if wheel is None and site_packages is None and torch_fixture is None:
             raise fail("give the torch to check: --wheel, --site-packages or --torch-fixture")
@@ -89,21 +86,13 @@ def register(app: typer.Typer) -> None:
             report = junit_xml(results, input_name)
             guarded(debug, functools.partial(junit.write_text, report, encoding="utf-8"))
         failed = [name for name, result, _ in results if result.blocks_import]
+        code = ExitCode.FINDINGS if failed else ExitCode.OK
         if as_json:
-            document: dict[str, Any] = {
-                "schema": SCHEMA_VERSION, "command": "check", "input": input_name,
-                "exit_code": int(ExitCode.FINDINGS if failed else ExitCode.OK),
-                "fixtures": [{
-                    "fixture": name, "import_torch": "fails" if result.blocks_import else "loads",
-                    "blocking": [finding_json(f) for f in result.findings
-                                 if f.severity is Severity.BLOCKS_IMPORT],
-                    "breaks_feature": [finding_json(f) for f in result.findings
-                                       if f.severity is Severity.BREAKS_FEATURE],
-                } for name, result, _ in results],
-            }
-            sys.stdout.write(json.dumps(document, sort_keys=True, indent=2) + "\n")
+            from resolver.cli.render_json import check_json, dump  # noqa: PLC0415
+
+            sys.stdout.write(dump(check_json(results, input_name, code)))
         else:
             from resolver.cli.render_human import render_check  # noqa: PLC0415
 
             render_check(results, input_name)
-        raise typer.Exit(int(ExitCode.FINDINGS if failed else ExitCode.OK))
+        raise typer.Exit(int(code))
