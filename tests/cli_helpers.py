@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
+from referencing import Registry, Resource
 from typer.testing import CliRunner
 
 from resolver.cli.app import build_app
@@ -41,8 +42,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> Run:
 
 
 def validate(command: str, document: dict[str, Any]) -> None:
-    text = resources.files("resolver.cli").joinpath(f"schemas/{command}.json").read_text("utf-8")
-    jsonschema.validate(document, json.loads(text))
+    """Validate against the command's schema; schemas may refer to each other by file name."""
+    schemas = resources.files("resolver.cli").joinpath("schemas")
+    loaded = [json.loads(f.read_text("utf-8")) for f in schemas.iterdir()
+              if f.name.endswith(".json")]
+    registry: Registry[Any] = Registry().with_resources(
+        (schema["$id"], Resource.from_contents(schema)) for schema in loaded)
+    schema = next(s for s in loaded if s["$id"].endswith(f"/{command}.json"))
+    jsonschema.validate(document, schema, registry=registry)
 
 
 def subjects(document: dict[str, Any], severity: str, kind: str | None = None) -> set[str]:

@@ -98,7 +98,10 @@ def test_cpu_torch_loads_on_thor_and_check_says_so(tmp_path: Path) -> None:
     bad = run_cli("check", "--fixture", "thor-jp7.0", "--fixture", "orin-jp6.2",
                   "--torch-fixture", "torch-2.11.0-aarch64", "--json")
     assert bad.code == 1
+    validate("check", bad.json())
     assert [f["import_torch"] for f in bad.json()["fixtures"]] == ["fails", "fails"]
+    thor = bad.json()["fixtures"][0]
+    assert {f["soname"] for f in thor["blocking"]} >= {"libnccl.so.2", "libcupti.so.13"}
 
 
 def test_bundled_fixtures_name_no_path_of_the_machine_that_made_them() -> None:
