@@ -174,6 +174,8 @@ def diagnosis_lines(result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbos
     if result.findings:
         lines.append(())
     site = result.torch.site if result.torch else None
+    if verbosity == 1 and site and any(isinstance(f, LibraryFinding) for f in result.findings):
+        lines.append(_line((f"(folders in {site} are shown relative to it)", "dim")))
     shown: dict[tuple[tuple[str, str], ...], str] = {}
     for finding in result.findings:
         lines.append(_finding_line(finding))
