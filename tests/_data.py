@@ -4,11 +4,17 @@ Everything slow is built once into the data cache (``JR_DATA``, default ``~/.cac
 reused: a directory is built in a hidden sibling and renamed into place, so an interrupted run
 never leaves a half-built directory that a later run would take for a finished one. A download
 that fails because there is no network raises `DataUnavailable` (the fixtures turn it into a
-skip); every other failure raises `DataBuildError`.
+skip, or a failure on CI); every other failure raises `DataBuildError`.
 
 This module does not decide what a test expects: it only produces real bytes and the real
 loader's answer about them (glibc's ``ld.so`` in trace mode, on the host or under
 ``qemu-aarch64-static`` for the arm64 root).
+
+Nothing here assumes the host's architecture or layout: the host's loader is the running
+interpreter's PT_INTERP (`HOST_LOADER`), its ELF class and machine are the interpreter's
+(`HOST_ELF_CLASS`, `HOST_MACHINE`), and a host library is looked up in its ``ld.so.cache``
+(`host_library`). The x86_64 and aarch64 torch wheels are fetched with pip pinned to their
+platform and Python, so every host gets the same files.
 
 Cache layout::
 
@@ -17,14 +23,17 @@ Cache layout::
     JR_DATA/site/<name>/          pip --target installs and unzipped wheels
     JR_DATA/deb/*.deb             Debian arm64 packages
     JR_DATA/root/arm64-<key>/     the merged-/usr arm64 root with its ld.so.cache
+    JR_DATA/fatbin/tools/<wheel>/ NVIDIA's cuobjdump, ptxas, fatbinary for this host
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -41,7 +50,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ARM64_BASE_PACKAGES",
     "ARM64_LOADER",
+    "EM_AARCH64",
+    "EM_X86_64",
+    "HOST_ELF_CLASS",
     "HOST_LOADER",
+    "HOST_MACHINE",
     "QEMU_AARCH64",
     "BuildLib",
     "DataBuildError",
@@ -52,7 +65,10 @@ __all__ = [
     "build_lib",
     "build_once",
     "data_dir_from_env",
+    "elf_identity",
+    "elf_interpreter",
     "ensure_arm64_root",
+    "ensure_nvidia_tools",
     "ensure_torch_arm_site",
     "ensure_torch_arm_wheel",
     "ensure_torch_cpu",
@@ -60,17 +76,19 @@ __all__ = [
     "ensure_torch_x86_full",
     "ensure_torch_x86_wheel",
     "fetch_debs",
+    "host_library",
     "make_arm64_root",
+    "make_host_root",
     "merge_usr",
     "parse_trace",
     "readelf_dynamic",
+    "run_chroot_trace",
     "run_host_trace",
     "run_qemu_trace",
 ]
 
 DEFAULT_DATA_DIR = "~/.cache/jr-data"
 QEMU_AARCH64 = "qemu-aarch64-static"
-HOST_LOADER = Path("/lib64/ld-linux-x86-64.so.2")
 # The guest path of Debian's arm64 loader; in a merged-/usr root it is
 # lib -> usr/lib, usr/lib/ld-linux-aarch64.so.1 -> aarch64-linux-gnu/ld-linux-aarch64.so.1.
 ARM64_LOADER = "/lib/ld-linux-aarch64.so.1"
@@ -165,6 +183,111 @@ class DataBuildError(RuntimeError):
 def data_dir_from_env(environ: Mapping[str, str]) -> Path:
     """Return the data cache directory named by ``JR_DATA`` (default ``~/.cache/jr-data``)."""
     return Path(environ.get("JR_DATA") or DEFAULT_DATA_DIR).expanduser().absolute()
+
+
+EM_X86_64 = 62
+EM_AARCH64 = 183
+_PT_INTERP = 3
+
+
+def _elf_header(data: bytes, path: Path) -> tuple[str, int, int]:
+    """(struct byte order, EI_CLASS, e_machine) of an ELF header; ValueError if not ELF."""
+    if len(data) < 20 or data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
+        raise ValueError(f"{path}: not an ELF file")
+    order = "<" if data[5] == 1 else ">"
+    (machine,) = struct.unpack_from(order + "H", data, 18)
+    return order, data[4], machine
+
+
+def elf_identity(path: Path) -> tuple[int, int]:
+    """(EI_CLASS, e_machine) of the ELF file `path`: (2, 62) for x86_64, (2, 183) for aarch64.
+
+    Raises:
+        ValueError: `path` is not an ELF file.
+        OSError: it cannot be read.
+    """
+    with path.open("rb") as handle:
+        _, elf_class, machine = _elf_header(handle.read(20), path)
+    return elf_class, machine
+
+
+def elf_interpreter(path: Path) -> str | None:
+    """The PT_INTERP string of the ELF file `path` (the loader the kernel starts), or None.
+
+    Raises:
+        ValueError: `path` is not an ELF file or its program headers are cut short.
+        OSError: it cannot be read.
+    """
+    with path.open("rb") as handle:
+        data = handle.read(64)
+        order, elf_class, _ = _elf_header(data, path)
+        if elf_class == 2:
+            phoff, phentsize, phnum = struct.unpack_from(order + "Q14xHH", data, 32)
+            header = struct.Struct(order + "IIQ8x8xQ")  # p_type, p_flags, p_offset, p_filesz
+        else:
+            phoff, phentsize, phnum = struct.unpack_from(order + "I10xHH", data, 28)
+            header = struct.Struct(order + "II8xI")  # p_type, p_offset, p_filesz
+        handle.seek(phoff)
+        table = handle.read(phentsize * phnum)
+        if len(table) < phentsize * phnum or phentsize < header.size:
+            raise ValueError(f"{path}: program headers cut short")
+        for index in range(phnum):
+            fields = header.unpack_from(table, index * phentsize)
+            if fields[0] != _PT_INTERP:
+                continue
+            offset, size = fields[-2:]
+            handle.seek(offset)
+            return handle.read(size).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    return None
+
+
+def _host_facts() -> tuple[int, int, Path | None]:
+    executable = Path(os.path.realpath(sys.executable))
+    try:
+        elf_class, machine = elf_identity(executable)
+        interp = elf_interpreter(executable)
+    except (OSError, ValueError):
+        return 0, 0, None
+    return elf_class, machine, Path(interp) if interp else None
+
+
+# This host, as the running interpreter is built: its ELF class and machine, and its PT_INTERP,
+# the glibc loader that runs it (/lib64/ld-linux-x86-64.so.2 on x86_64,
+# /lib/ld-linux-aarch64.so.1 on aarch64). HOST_LOADER is None for a static interpreter.
+HOST_ELF_CLASS, HOST_MACHINE, HOST_LOADER = _host_facts()
+
+
+def _ldconfig() -> str | None:
+    found = shutil.which("ldconfig")
+    if found is not None:
+        return found
+    return next((p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if Path(p).is_file()), None)
+
+
+@functools.cache
+def host_library(soname: str) -> Path | None:
+    """Where this host's ld.so.cache puts `soname` for the interpreter's class and machine.
+
+    The first entry ``ldconfig -p`` lists (the cache's own order) whose file is an ELF of
+    `HOST_ELF_CLASS` and `HOST_MACHINE`, skipping glibc-hwcaps copies; None if there is none.
+    The path is the cache's (``/lib/x86_64-linux-gnu/libc.so.6`` on a Debian x86_64 host), not
+    resolved through symlinks.
+    """
+    ldconfig = _ldconfig()
+    if ldconfig is None:
+        return None
+    listing = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False)
+    for name, description, path in re.findall(
+        r"^\t(\S+) \((.*)\) => (.+)$", listing.stdout, re.MULTILINE
+    ):
+        if name != soname or "hwcap" in description:
+            continue
+        try:
+            if elf_identity(Path(path)) == (HOST_ELF_CLASS, HOST_MACHINE):
+                return Path(path)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _tail(text: str, lines: int = 25) -> str:
@@ -296,12 +419,31 @@ def _pip_download_wheel(directory: Path, pattern: str, args: Sequence[str], *, w
     return _fetch_file_once(directory, pattern, fetch)
 
 
+def _pinned(arch: str, python: str) -> list[str]:
+    """pip options that choose wheels for CPython `python` on manylinux_2_28 `arch`, whatever
+    the host: every manylinux tag down to manylinux1, because pip does not widen an explicit
+    ``--platform`` to the older glibc versions a newer one accepts (the nvidia-* wheels are
+    tagged manylinux_2_27, manylinux2014 and older)."""
+    legacy = ("manylinux2014", "manylinux2010", "manylinux1")
+    tags = [*(f"manylinux_2_{minor}" for minor in range(28, 4, -1)), *legacy]
+    platforms = [option for tag in tags for option in ("--platform", f"{tag}_{arch}")]
+    abi = "cp" + python.replace(".", "")
+    return ["--only-binary=:all:", *platforms, "--python-version", python,
+            "--implementation", "cp", "--abi", abi]
+
+
+# The x86_64 wheels are the cp311 ones on every host (an aarch64 host or another Python gets
+# the same files); the aarch64 one is cp312.
+_X86_PINS = _pinned("x86_64", "3.11")
+_ARM_PINS = _pinned("aarch64", "3.12")
+
+
 def ensure_torch_x86_wheel(data_dir: Path) -> Path:
     """The torch 2.14.1 CUDA x86_64 cp311 wheel, from ``pip download``."""
     return _pip_download_wheel(
         data_dir / "x86",
-        "torch-2.14.1-*x86_64.whl",
-        ["torch==2.14.1"],
+        "torch-2.14.1-cp311-*x86_64.whl",
+        [*_X86_PINS, "torch==2.14.1"],
         what="torch 2.14.1 x86_64 wheel",
     )
 
@@ -310,15 +452,8 @@ def ensure_torch_arm_wheel(data_dir: Path) -> Path:
     """The torch 2.11.0 CUDA aarch64 cp312 wheel from PyPI."""
     return _pip_download_wheel(
         data_dir / "arm",
-        "torch-2.11.0-*aarch64.whl",
-        [
-            "--only-binary=:all:",
-            "--platform",
-            "manylinux_2_28_aarch64",
-            "--python-version",
-            "3.12",
-            "torch==2.11.0",
-        ],
+        "torch-2.11.0-cp312-*aarch64.whl",
+        [*_ARM_PINS, "torch==2.11.0"],
         what="torch 2.11.0 aarch64 wheel",
     )
 
@@ -334,7 +469,7 @@ def ensure_torch_x86_alone(data_dir: Path) -> Path:
 
     def build(tmp: Path) -> None:
         _pip(
-            ["install", "--no-deps", "--target", str(tmp), "torch==2.14.1"],
+            ["install", "--no-deps", *_X86_PINS, "--target", str(tmp), "torch==2.14.1"],
             what="pip install torch 2.14.1 --no-deps",
         )
         _check_dist(tmp, "torch-2.14.1.dist-info")
@@ -357,7 +492,7 @@ def ensure_torch_x86_full(data_dir: Path) -> Path:
 
     def build(tmp: Path) -> None:
         _pip(
-            ["install", "--target", str(tmp), "torch==2.14.1"],
+            ["install", *_X86_PINS, "--target", str(tmp), "torch==2.14.1"],
             what="pip install torch 2.14.1 with its CUDA dependencies",
         )
         _check_dist(tmp, "torch-2.14.1.dist-info")
@@ -368,19 +503,65 @@ def ensure_torch_x86_full(data_dir: Path) -> Path:
     return build_once(data_dir / "site" / "torch-2.14.1-x86_64-full", build)
 
 
+# What pip says when none of its sources has the requested version.
+_NOT_PUBLISHED_MARKERS = ("No matching distribution found", "ResolutionImpossible")
+
+
 def ensure_torch_cpu(data_dir: Path) -> Path:
-    """site-packages holding only torch 2.13.0+cpu (the file on this machine's disk)."""
+    """site-packages holding only torch 2.13.0+cpu for x86_64 cp311.
+
+    PyPI does not publish PyTorch's ``+cpu`` builds (download.pytorch.org does, and tests reach
+    only PyPI and Debian): pip takes it from whatever its configuration adds (a ``find-links``
+    folder or an extra index). Where none has it, the data is unavailable (`DataUnavailable`:
+    a skip, a failure on CI) rather than an error.
+    """
 
     def build(tmp: Path) -> None:
-        # "+cpu" pinned so that a machine without the local file fails here rather than
-        # downloading PyPI's several-GB CUDA build of 2.13.0.
-        _pip(
-            ["install", "--no-deps", "--target", str(tmp), "torch==2.13.0+cpu"],
-            what="pip install torch 2.13.0+cpu --no-deps",
-        )
+        # "+cpu" pinned so that pip never falls back to PyPI's CUDA build of 2.13.0.
+        try:
+            _pip(
+                ["install", "--no-deps", *_X86_PINS, "--target", str(tmp), "torch==2.13.0+cpu"],
+                what="pip install torch 2.13.0+cpu --no-deps",
+            )
+        except DataBuildError as err:
+            if not any(marker in str(err) for marker in _NOT_PUBLISHED_MARKERS):
+                raise
+            raise DataUnavailable(
+                "torch 2.13.0+cpu is not on PyPI; none of pip's configured sources "
+                f"(find-links, extra index) has it:\n{_tail(str(err), 6)}"
+            ) from err
         _check_dist(tmp, "torch-2.13.0+cpu.dist-info")
 
     return build_once(data_dir / "site" / "torch-2.13.0-cpu", build)
+
+
+def ensure_nvidia_tools(data_dir: Path, package: str, tools: Sequence[str]) -> Path:
+    """A directory holding `tools` (``bin/<tool>`` of NVIDIA's `package` wheel from PyPI).
+
+    The wheel is the one for this host (the tools run here), CUDA 13 or later; it is fetched
+    once and only the tools are kept.
+    """
+
+    def build(tmp: Path) -> None:
+        _pip(
+            ["download", "--no-deps", "--only-binary=:all:", "-d", str(tmp), f"{package}>=13.0"],
+            what=f"pip download {package}",
+        )
+        wheels = sorted(tmp.glob("*.whl"))
+        if len(wheels) != 1:
+            raise DataBuildError(f"pip download {package}: expected one wheel, got {wheels}")
+        with zipfile.ZipFile(wheels[0]) as archive:
+            for tool in tools:
+                member = next(
+                    (n for n in archive.namelist() if n.endswith(f"/bin/{tool}")), None
+                )
+                if member is None:
+                    raise DataBuildError(f"{wheels[0].name} has no bin/{tool}")
+                (tmp / tool).write_bytes(archive.read(member))
+                (tmp / tool).chmod(0o755)
+        wheels[0].unlink()
+
+    return build_once(data_dir / "fatbin" / "tools" / package, build)
 
 
 def extract_wheel(wheel: Path, dest: Path) -> None:
@@ -418,6 +599,52 @@ def _find_deb(deb_dir: Path, name: str, arch: str) -> Path | None:
     return found[-1] if found else None
 
 
+# Where every .deb comes from, whatever the host's own apt sources are (an Ubuntu Jetson, a
+# Debian machine without arm64 lists): Debian bookworm, checked with Debian's archive keyring.
+DEBIAN_SUITE = "bookworm"
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+_DEBIAN_SOURCES = (
+    ("http://deb.debian.org/debian", DEBIAN_SUITE),
+    ("http://deb.debian.org/debian", f"{DEBIAN_SUITE}-updates"),
+    ("http://deb.debian.org/debian-security", f"{DEBIAN_SUITE}-security"),
+)
+
+
+def _debian_apt_options(deb_dir: Path, arches: Sequence[str]) -> list[str]:
+    """apt-get options that use only Debian's archive, with lists and state under `deb_dir`.
+
+    The host's sources, preferences, architectures and dpkg status are left out; its
+    apt.conf.d (a proxy, say) still applies.
+    """
+    if not DEBIAN_KEYRING.is_file():
+        raise DataBuildError(
+            f"{DEBIAN_KEYRING} is missing (apt-get install debian-archive-keyring): the test "
+            "roots are built from Debian's archive"
+        )
+    apt_dir = deb_dir / ".apt"
+    for sub in ("lists/partial", "cache/archives/partial", "sources.list.d", "preferences.d"):
+        (apt_dir / sub).mkdir(parents=True, exist_ok=True)
+    (apt_dir / "status").touch()
+    arch_list = ",".join(dict.fromkeys(arches))
+    sources = apt_dir / "sources.list"
+    sources.write_text("".join(
+        f"deb [arch={arch_list} signed-by={DEBIAN_KEYRING}] {uri} {suite} main\n"
+        for uri, suite in _DEBIAN_SOURCES
+    ))
+    settings = {
+        "Dir::Etc::SourceList": sources,
+        "Dir::Etc::SourceParts": apt_dir / "sources.list.d",
+        "Dir::Etc::Preferences": apt_dir / "preferences",
+        "Dir::Etc::PreferencesParts": apt_dir / "preferences.d",
+        "Dir::State::Lists": apt_dir / "lists",
+        "Dir::State::status": apt_dir / "status",
+        "Dir::Cache": apt_dir / "cache",
+        "APT::Architecture": arches[0],
+        "APT::Architectures": arch_list,
+    }
+    return [option for key, value in settings.items() for option in ("-o", f"{key}={value}")]
+
+
 def _apt(args: Sequence[str], *, what: str, cwd: Path | None = None) -> None:
     """Run apt-get, waiting while another process holds apt's or dpkg's lock."""
     deadline = time.monotonic() + _APT_LOCK_WAIT_SECONDS
@@ -437,25 +664,29 @@ def _apt(args: Sequence[str], *, what: str, cwd: Path | None = None) -> None:
 def fetch_debs(packages: Sequence[str], deb_dir: Path) -> list[Path]:
     """Return the .deb files of `packages` (``name`` or ``name:arch``, arch default arm64).
 
-    Files already in `deb_dir` are reused; the others are fetched with ``apt-get download``
-    (after ``apt-get update`` if apt's lists do not know the package or its file is gone).
+    Files already in `deb_dir` are reused; the others are fetched from Debian's archive
+    (`DEBIAN_SUITE`, never the host's apt sources) with ``apt-get download``, after
+    ``apt-get update`` of the private lists in ``deb_dir/.apt`` if they do not know the package
+    or its file is gone.
     """
     deb_dir.mkdir(parents=True, exist_ok=True)
     wanted = [_split_package(p) for p in packages]
     missing = [(n, a) for n, a in wanted if _find_deb(deb_dir, n, a) is None]
     if missing:
         specs = [f"{n}:{a}" for n, a in missing]
+        options = _debian_apt_options(deb_dir, [a for _, a in missing if a != "all"] or ["arm64"])
         tmp = _tmp_sibling(deb_dir / "download")
         _remove_stale_tmp(deb_dir / "download")
         tmp.mkdir()
+        what = f"apt-get download {' '.join(specs)} from Debian {DEBIAN_SUITE}"
         try:
             try:
-                _apt(["download", *specs], what=f"apt-get download {' '.join(specs)}", cwd=tmp)
+                _apt([*options, "download", *specs], what=what, cwd=tmp)
             except DataBuildError as err:
                 if not any(m in str(err) for m in _APT_STALE_LIST_MARKERS):
                     raise
-                _apt(["update"], what="apt-get update")
-                _apt(["download", *specs], what=f"apt-get download {' '.join(specs)}", cwd=tmp)
+                _apt([*options, "update"], what=f"apt-get update (Debian {DEBIAN_SUITE})")
+                _apt([*options, "download", *specs], what=what, cwd=tmp)
             for name, arch in missing:
                 got = _find_deb(tmp, name, arch)
                 if got is None:
@@ -611,14 +842,70 @@ def _trace_env(env: Mapping[str, str] | None) -> dict[str, str]:
     return {"LD_TRACE_LOADED_OBJECTS": "1", **(env or {})}
 
 
+def _require_host_loader() -> Path:
+    if HOST_LOADER is None:
+        raise DataBuildError(f"{sys.executable} names no PT_INTERP: no glibc loader to trace with")
+    return HOST_LOADER
+
+
 def run_host_trace(file: Path, env: Mapping[str, str] | None = None) -> TraceResult:
-    """Trace `file` with the host's x86_64 loader (``ld-linux-x86-64.so.2 FILE``)."""
+    """Trace `file` with the host's own loader (`HOST_LOADER`, as ``ld.so FILE``)."""
     proc = subprocess.run(
-        [str(HOST_LOADER), str(file)],
+        [str(_require_host_loader()), str(file)],
         capture_output=True,
         text=True,
         check=False,
         env=_trace_env(env),
+    )
+    return parse_trace(proc.stdout, proc.stderr, proc.returncode)
+
+
+def make_host_root(dest: Path, sonames: Sequence[str] = ("libc.so.6",)) -> Path:
+    """A root in `dest` where this host's loader can run under ``chroot``; returns `dest`.
+
+    Copies `HOST_LOADER` and each of `sonames` (found with `host_library`) to the paths they
+    have on this host, so the root's layout (multiarch directory or lib64) is the host's and
+    its loader's default directories hold them. Adds an empty ``etc``.
+
+    Raises:
+        DataBuildError: the host has no loader or no such library.
+    """
+    files = [_require_host_loader()]
+    for soname in sonames:
+        found = host_library(soname)
+        if found is None:
+            raise DataBuildError(f"this host's ld.so.cache has no {soname} for its machine")
+        files.append(found)
+    for file in files:
+        target = dest / file.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(file.resolve(), target)
+    (dest / "etc").mkdir(parents=True, exist_ok=True)
+    return dest
+
+
+def run_chroot_trace(root: Path, file: str, env: Mapping[str, str] | None = None) -> TraceResult:
+    """Trace the guest path `file` with the host's loader inside `root` (chroot: needs root).
+
+    `root` must hold `HOST_LOADER` at its host path (`make_host_root`); the paths in the result
+    are as seen inside `root`, where the loader reads the root's ``/etc/ld.so.cache``. The
+    child chroots itself before it runs the loader: through the ``chroot`` program the trace
+    variable would make the host's loader trace ``chroot`` instead, and glibc 2.36's
+    ``ld.so --list`` stops at the first missing library instead of reporting it.
+    """
+    root = root.absolute()
+
+    def enter_root() -> None:
+        os.chroot(root)
+        os.chdir("/")
+
+    proc = subprocess.run(
+        [str(_require_host_loader()), file],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=_trace_env(env),
+        preexec_fn=enter_root,  # the child is single-threaded: chroot(2) before exec is safe
     )
     return parse_trace(proc.stdout, proc.stderr, proc.returncode)
 

@@ -131,7 +131,7 @@ def qemu_trace() -> _data.QemuTrace:
 
 @pytest.fixture(scope="session")
 def host_trace() -> _data.HostTrace:
-    """``host_trace(file, env=None)``: the host's x86_64 loader traces `file`."""
+    """``host_trace(file, env=None)``: the loader of the running interpreter traces `file`."""
     return _data.run_host_trace
 
 

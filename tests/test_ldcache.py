@@ -1,9 +1,14 @@
-"""ld.so.cache parsing and lookup, checked against glibc's own ldconfig and ld.so on real bytes."""
+"""ld.so.cache parsing and lookup, checked against glibc's own ldconfig and ld.so on real bytes.
+
+The libraries are built with the host's gcc and the caches written by the host's ldconfig, so
+their class and machine are the host's: lookups ask for the class and machine of the built
+library, never a fixed one. The x86-64 glibc-hwcaps names are only directory names here;
+ldconfig records them on any architecture, and ld.so searches the ones it supports.
+"""
 
 from __future__ import annotations
 
 import os
-import platform
 import re
 import shutil
 import struct
@@ -12,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import _data
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,10 +37,6 @@ if TYPE_CHECKING:
 
 LDCONFIG = shutil.which("ldconfig") or shutil.which("/sbin/ldconfig")
 GCC = shutil.which("gcc")
-X86_LOADER = Path("/lib64/ld-linux-x86-64.so.2")
-X86_LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
-# The shared data cache (JR_DATA, as tests/conftest.py reads it); a second run needs no network.
-DEB_CACHE = Path(os.environ.get("JR_DATA") or "~/.cache/jr-data").expanduser() / "deb"
 FORMATS = {"new": "new", "old": "old", "compat": "old+new"}
 HWCAPS_LIB = "libx.so.1"
 # Sonames whose numbers compare by value (_dl_cache_libcmp), so 9 < 10 < 100.
@@ -94,11 +96,9 @@ def lib_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Legacy `tls` copies only in the new format: glibc 2.36's ldconfig overruns its old-format
     # array when an entry carries a legacy hwcap (elf/cache.c save_cache indexes it by idx_new).
     (root / "etc/tls.conf").write_text("/opt/a\n/opt/b\n/opt/c\n/opt/t\n")
-    if platform.machine() == "x86_64" and X86_LOADER.exists() and X86_LIBC.exists():
+    if _data.HOST_LOADER is not None and _data.host_library("libc.so.6") is not None:
         # What the host's own ld.so needs to run inside the root (test_lookup_agrees_with_ld_so).
-        for lib in (X86_LOADER, X86_LIBC):
-            (root / lib.relative_to("/")).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(lib.resolve(), root / lib.relative_to("/"))
+        _data.make_host_root(root, ["libc.so.6"])
         (root / "bin").mkdir()
         dirs: list[str | Path] = ["-Wl,--no-as-needed", "-L", root / "opt/a", "-L", root / "opt/b"]
         needs = ["-l:libx.so.1", "-l:liby.so.2"]
@@ -119,6 +119,16 @@ def lib_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         conf = "/etc/tls.conf" if name == "new" else "/etc/ld.so.conf"
         run(LDCONFIG, "-c", name, "-r", root, "-f", conf, "-C", f"/etc/{name}.cache", "-X")
     return root
+
+
+@pytest.fixture(scope="module")
+def built(lib_root: Path) -> tuple[int, int]:
+    """(ELF class, machine) of the libraries gcc built: the host's."""
+    return _data.elf_identity(lib_root / "opt/a" / HWCAPS_LIB)
+
+
+def other_machine(machine: int) -> int:
+    return _data.EM_AARCH64 if machine != _data.EM_AARCH64 else _data.EM_X86_64
 
 
 def cache_file(root: Path, name: str) -> Path:
@@ -142,20 +152,21 @@ def test_host_cache_lists_what_ldconfig_prints() -> None:
 @pytest.mark.skipif(not Path("/etc/ld.so.cache").exists(), reason="this host has no ld.so.cache")
 def test_host_cache_lookup_is_first_fitting_entry_in_file_order() -> None:
     cache = parse_ld_so_cache(Path("/etc/ld.so.cache").read_bytes(), origin="/etc/ld.so.cache")
-    machine = {"x86_64": 62, "aarch64": 183}.get(platform.machine())
-    if machine is None:
-        pytest.skip(f"no flag rule for a {platform.machine()} host in this test")
+    elf_class, machine = _data.HOST_ELF_CLASS, _data.HOST_MACHINE
     for soname in {entry.soname for entry in cache.entries}:
         fitting = [
             e.path
             for e in cache.entries
             if e.soname == soname
             and not e.hwcap & ~(1 << 63)
-            and entry_matches(e.flags, 2, machine)
+            and entry_matches(e.flags, elf_class, machine)
         ]
         expected = fitting[0] if fitting else None
-        assert find_in_cache(cache, soname, elf_class=2, machine=machine) == expected, soname
-    assert find_in_cache(cache, "libnot-there.so.1", elf_class=2, machine=machine) is None
+        found = find_in_cache(cache, soname, elf_class=elf_class, machine=machine)
+        assert found == expected, soname
+    assert find_in_cache(cache, "libnot-there.so.1", elf_class=elf_class, machine=machine) is None
+    # The host's own libc is in its cache for its own class and machine.
+    assert find_in_cache(cache, "libc.so.6", elf_class=elf_class, machine=machine) is not None
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
@@ -203,22 +214,31 @@ def test_new_cache_names_its_glibc_hwcaps_subdirectories(lib_root: Path) -> None
     ],
 )
 def test_lookup_picks_what_ld_so_picks(
-    lib_root: Path, name: str, hwcaps: tuple[str, ...], expected: str
+    lib_root: Path, built: tuple[int, int], name: str, hwcaps: tuple[str, ...], expected: str
 ) -> None:
     cache = load(lib_root, name)
-    assert find_in_cache(cache, HWCAPS_LIB, elf_class=2, machine=62, hwcaps=hwcaps) == expected
+    elf_class, machine = built
+    found = find_in_cache(cache, HWCAPS_LIB, elf_class=elf_class, machine=machine, hwcaps=hwcaps)
+    assert found == expected
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
-def test_lookup_compares_numbers_by_value(lib_root: Path, name: str) -> None:
+def test_lookup_compares_numbers_by_value(
+    lib_root: Path, built: tuple[int, int], name: str
+) -> None:
     cache = load(lib_root, name)
+    elf_class, machine = built
     for soname in NUMBERED:
-        found = find_in_cache(cache, soname, elf_class=2, machine=62)
+        found = find_in_cache(cache, soname, elf_class=elf_class, machine=machine)
         assert found == f"/opt/c/{soname}"
-    assert find_in_cache(cache, "libnum.so.1", elf_class=2, machine=62) is None
-    assert find_in_cache(cache, "libnum.so.09", elf_class=2, machine=62) == "/opt/c/libnum.so.9"
-    assert find_in_cache(cache, "liby.so.2", elf_class=2, machine=183) is None
-    assert find_in_cache(cache, "liby.so.2", elf_class=1, machine=62) is None
+    assert find_in_cache(cache, "libnum.so.1", elf_class=elf_class, machine=machine) is None
+    found = find_in_cache(cache, "libnum.so.09", elf_class=elf_class, machine=machine)
+    assert found == "/opt/c/libnum.so.9"
+    assert find_in_cache(cache, "liby.so.2", elf_class=elf_class, machine=machine) is not None
+    # The same entries do not fit another machine or the other class.
+    other = other_machine(machine)
+    assert find_in_cache(cache, "liby.so.2", elf_class=elf_class, machine=other) is None
+    assert find_in_cache(cache, "liby.so.2", elf_class=3 - elf_class, machine=machine) is None
 
 
 @pytest.mark.parametrize(
@@ -250,15 +270,18 @@ def test_arm_float_abi_entries_follow_search_cache(
 
 
 def chroot_ld_so(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = ["chroot", str(root), str(X86_LOADER), *args]
+    argv = ["chroot", str(root), str(_data.HOST_LOADER), *args]
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
 @pytest.mark.parametrize("mask", [None, "x86-64-v2", "x86-64-v3", "none-at-all"])
-def test_lookup_agrees_with_ld_so(lib_root: Path, name: str, mask: str | None) -> None:
+def test_lookup_agrees_with_ld_so(
+    lib_root: Path, built: tuple[int, int], name: str, mask: str | None
+) -> None:
     if not (lib_root / "bin/prog").exists() or os.geteuid() != 0:
-        pytest.skip("needs an x86_64 Debian-style host and root, to run ld.so in a chroot")
+        pytest.skip("needs root and a glibc host with libc.so.6 in its cache, to run ld.so in "
+                    "a chroot")
     shutil.copy(cache_file(lib_root, name), lib_root / "etc/ld.so.cache")
     masking = [] if mask is None else ["--glibc-hwcaps-mask", mask]
     shown = chroot_ld_so(lib_root, *masking, "--help")
@@ -274,8 +297,9 @@ def test_lookup_agrees_with_ld_so(lib_root: Path, name: str, mask: str | None) -
     assert listed.returncode == 0, listed.stderr
     loaded = dict(re.findall(r"^\t(\S+) => (\S+) \(0x", listed.stdout, re.MULTILINE))
     cache = load(lib_root, name)
+    elf_class, machine = built
     for soname in sonames:
-        ours = find_in_cache(cache, soname, elf_class=2, machine=62, hwcaps=searched)
+        ours = find_in_cache(cache, soname, elf_class=elf_class, machine=machine, hwcaps=searched)
         assert ours == loaded[soname], (soname, searched)
 
 
@@ -309,38 +333,9 @@ def test_entry_matches_follows_dl_cache_check_flags(
     assert entry_matches(flags, elf_class, machine, float_abi=float_abi) is fits
 
 
-@pytest.fixture(scope="module")
-def arm64_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Debian's arm64 libc6, with a cache written by its own ldconfig run under qemu."""
-    qemu = shutil.which("qemu-aarch64-static")
-    if qemu is None or shutil.which("dpkg-deb") is None:
-        pytest.skip("needs qemu-aarch64-static and dpkg-deb")
-    DEB_CACHE.mkdir(parents=True, exist_ok=True)
-    root = tmp_path_factory.mktemp("arm64")
-    for package in ("libc6", "libc-bin"):
-        debs = sorted(DEB_CACHE.glob(f"{package}_*_arm64.deb"))
-        if not debs:
-            got = subprocess.run(
-                ["apt-get", "download", f"{package}:arm64"],
-                cwd=DEB_CACHE,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=600,
-            )
-            debs = sorted(DEB_CACHE.glob(f"{package}_*_arm64.deb"))
-            if got.returncode != 0 or not debs:
-                why = (got.stderr.strip().splitlines() or ["no output"])[-1]
-                pytest.skip(f"apt-get cannot download {package}:arm64: {why}")
-        run("dpkg-deb", "-x", debs[-1], root)
-    ldconfig = next(p for p in (root / "sbin/ldconfig", root / "usr/sbin/ldconfig") if p.exists())
-    (root / "etc").mkdir(exist_ok=True)
-    run(qemu, ldconfig, "-r", root)
-    return root
-
-
 @pytest.mark.network
 def test_arm64_cache_from_arm64_ldconfig(arm64_root: Path) -> None:
+    # The session's arm64 Debian root: its cache was written by its own ldconfig under qemu.
     path = arm64_root / "etc/ld.so.cache"
     cache = parse_ld_so_cache(path.read_bytes(), origin=str(path))
     assert cache.format == "new"
@@ -460,7 +455,7 @@ def mutate(data: bytes, ops: list[tuple[int, int, int]], donor: bytes) -> bytes:
 
 
 @pytest.mark.fuzz
-def test_mutated_caches_parse_or_fail_cleanly(lib_root: Path) -> None:
+def test_mutated_caches_parse_or_fail_cleanly(lib_root: Path, built: tuple[int, int]) -> None:
     corpus = [cache_file(lib_root, name).read_bytes() for name in FORMATS]
     if Path("/etc/ld.so.cache").exists():
         corpus.append(Path("/etc/ld.so.cache").read_bytes())
@@ -487,7 +482,8 @@ def test_mutated_caches_parse_or_fail_cleanly(lib_root: Path) -> None:
         else:
             names = ["libx.so.1", "libnum.so.10", *(e.soname for e in outcome.entries[:3])]
             for name in names:
-                find_in_cache(outcome, name, elf_class=2, machine=62, hwcaps=("x86-64-v2",))
+                find_in_cache(outcome, name, elf_class=built[0], machine=built[1],
+                              hwcaps=("x86-64-v2",))
         assert time.monotonic() - started < 1.0
 
     check()

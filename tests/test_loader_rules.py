@@ -2,36 +2,45 @@
 
 Each test builds a small tree, walks it with our `Namespace` over the live root, and asserts both
 the rule's specific outcome and that the real glibc loader in trace mode
-(`LD_TRACE_LOADED_OBJECTS=1 /lib64/ld-linux-x86-64.so.2 FILE`) found exactly the same files and
-missed exactly the same names.
+(``LD_TRACE_LOADED_OBJECTS=1 LOADER FILE``, LOADER the interpreter's own PT_INTERP:
+``/lib64/ld-linux-x86-64.so.2`` on x86_64, ``/lib/ld-linux-aarch64.so.1`` on aarch64) found
+exactly the same files and missed exactly the same names. gcc builds for the host, so the
+libraries are always of the loader's machine. A rule that needs a particular ``ld.so.cache``
+builds a root of its own and runs the host's loader there under ``chroot``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import _data
 import pytest
 
 from resolver.diagnose import read_loader_config
 from resolver.elf.cache import FactsCache
+from resolver.elf.facts import ElfClass, ElfFacts, Endian
+from resolver.fixture.synth.elf import synthesize_elf
 from resolver.loader.search import Via
 from resolver.loader.walk import Namespace, Outcome
 from resolver.target.platform import read_platform
 from resolver.target.rootfs import RootFS
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from _data import BuildLib, HostTrace, TraceResult
 
 pytestmark = pytest.mark.skipif(
-    not Path("/lib64/ld-linux-x86-64.so.2").exists(), reason="needs an x86_64 glibc host"
+    _data.HOST_LOADER is None, reason="needs a glibc host (the interpreter names no loader)"
 )
 
 
-def walk(file: Path, ld_library_path: str = "") -> Namespace:
-    rootfs = RootFS("/")
+def walk(file: Path | str, ld_library_path: str = "", root: Path | str = "/") -> Namespace:
+    rootfs = RootFS(str(root))
     platform = read_platform(rootfs)
     _, lookup = read_loader_config(rootfs, platform)
     ns = Namespace(rootfs, platform, FactsCache(None), ld_library_path=ld_library_path,
@@ -44,17 +53,18 @@ def missing(ns: Namespace) -> set[str]:
     return {r.name for r in ns.requests if r.target is None}
 
 
-def assert_same_as_loader(ns: Namespace, trace: TraceResult) -> None:
-    ours = {o.path: os.path.realpath(o.real) for o in ns.objects}
+def assert_same_as_loader(ns: Namespace, trace: TraceResult,
+                          real: Callable[[str], str] = os.path.realpath) -> None:
+    ours = {o.path: real(o.real) for o in ns.objects}
     by_name = {}
     for obj in ns.objects:
         # ld.so prints a NEEDED path with a DST under its expanded form: index both.
         for name in (*obj.names, obj.path):
-            by_name[name] = os.path.realpath(obj.real)
+            by_name[name] = real(obj.real)
     for name, path in trace.found.items():
         if "ld-linux" in name or (name == path and path not in ours):
             continue
-        assert by_name.get(name) == os.path.realpath(path), (name, path, by_name.get(name))
+        assert by_name.get(name) == real(path), (name, path, by_name.get(name))
     assert missing(ns) == set(trace.not_found)
     real_versions = {line.split("version `")[1].split("'")[0] for line in trace.version_errors}
     assert {p.version for p in ns.version_problems if p.fatal} == real_versions
@@ -163,27 +173,43 @@ def test_origin_is_where_found_not_realpath(tmp_path: Path, build_lib: BuildLib,
     assert_same_as_loader(ns, host_trace(top))
 
 
-def test_nodeflib_refuses_default_dirs_even_from_the_cache(tmp_path: Path, build_lib: BuildLib,
-                                                            host_trace: HostTrace) -> None:
-    # libm.so.6's cache entry is in a default directory: refused. A cache entry elsewhere
-    # (this host registers the CUDA toolkit's lib in ld.so.conf) is still used.
-    rootfs = RootFS("/")
-    _, lookup = read_loader_config(rootfs, read_platform(rootfs))
-    elsewhere = lookup("libcudart.so.13")
-    if elsewhere is None or elsewhere.startswith(("/lib/", "/usr/lib/")):
-        pytest.skip("needs a library registered in ld.so.cache outside the default dirs")
-    cudart_dir = str(Path(elsewhere).parent)
-    top = build_lib(tmp_path, "libtop.so", needed=["libm.so.6", "libcudart.so.13"],
-                    nodeflib=True, link_dirs=[Path(cudart_dir)])
-    ns = walk(top)
+def host_ldconfig() -> str:
+    found = shutil.which("ldconfig") or next(
+        (p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if Path(p).is_file()), None)
+    if found is None:
+        pytest.skip("needs glibc's ldconfig")
+    return found
+
+
+def test_nodeflib_refuses_default_dirs_even_from_the_cache(tmp_path: Path,
+                                                            build_lib: BuildLib) -> None:
+    # A root of the host's loader, libc and libm, with a library registered in its ld.so.cache
+    # from /opt/registered. libm.so.6's cache entry is in a default directory: refused. The
+    # entry elsewhere is still used.
+    if os.geteuid() != 0:
+        pytest.skip("needs root: ldconfig -r and the loader in a chroot")
+    root = _data.make_host_root(tmp_path / "root", ["libc.so.6", "libm.so.6"])
+    libm_dir = _data.host_library("libm.so.6")
+    assert libm_dir is not None
+    registered = root / "opt" / "registered"
+    build_lib(registered, "libreg.so.1", soname="libreg.so.1")
+    (root / "etc" / "ld.so.conf").write_text(f"{libm_dir.parent}\n/opt/registered\n")
+    subprocess.run([host_ldconfig(), "-r", str(root)], check=True, capture_output=True)
+    build_lib(root / "top", "libtop.so", needed=["libm.so.6", "libreg.so.1"], nodeflib=True,
+              link_dirs=[registered])
+    ns = walk("/top/libtop.so", root=root)
     libm = next(r for r in ns.requests if r.name == "libm.so.6")
     assert libm.target is None
     assert [c.via for c in libm.candidates] == [Via.LD_SO_CACHE]
+    assert libm.candidates[0].path == str(libm_dir)
     assert "DF_1_NODEFLIB" in str(libm.candidates[0].detail)
     assert not any(c.via is Via.DEFAULT for r in ns.requests for c in r.candidates)
-    cudart = ns.find_loaded("libcudart.so.13")
-    assert cudart is not None and cudart.path == elsewhere
-    assert_same_as_loader(ns, host_trace(top))
+    registered_lib = ns.find_loaded("libreg.so.1")
+    assert registered_lib is not None and registered_lib.path == "/opt/registered/libreg.so.1"
+    trace = _data.run_chroot_trace(root, "/top/libtop.so")
+    assert trace.returncode == 0, trace.raw
+    assert trace.found["libreg.so.1"] == "/opt/registered/libreg.so.1"
+    assert_same_as_loader(ns, trace, real=lambda path: path)
 
 
 def test_dst_in_a_needed_path_is_expanded(tmp_path: Path, build_lib: BuildLib,
@@ -199,11 +225,15 @@ def test_dst_in_a_needed_path_is_expanded(tmp_path: Path, build_lib: BuildLib,
 
 
 def test_wrong_machine_candidate_is_skipped(tmp_path: Path, build_lib: BuildLib,
-                                            host_trace: HostTrace, arm64_root: Path) -> None:
+                                            host_trace: HostTrace) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
-    arm_libm = next((arm64_root / "usr/lib/aarch64-linux-gnu").glob("libm.so.6"))
-    shutil.copy(arm_libm.resolve(), first / "libx.so.1")
+    # The same library for another machine than the host's (aarch64, or x86_64 on an aarch64
+    # host), as the fixture synthesiser writes it.
+    other = _data.EM_AARCH64 if _data.HOST_MACHINE != _data.EM_AARCH64 else _data.EM_X86_64
+    foreign = ElfFacts(elf_class=ElfClass(_data.HOST_ELF_CLASS), endian=Endian.LITTLE,
+                       machine=other, osabi=0, elf_type=3, soname="libx.so.1")
+    (first / "libx.so.1").write_bytes(synthesize_elf(foreign))
     build_lib(second, "libx.so.1", soname="libx.so.1")
     top = build_lib(tmp_path, "libtop.so", needed=["libx.so.1"], rpath=f"{first}:{second}",
                     link_dirs=[second])

@@ -1,15 +1,21 @@
-"""ElfFacts from our reader, cross-checked with binutils readelf on real x86_64 and aarch64."""
+"""ElfFacts from our reader, cross-checked with binutils readelf on real x86_64 and aarch64.
+
+The host's own libraries are found through its ld.so.cache (`_data.host_library`), whatever its
+architecture; the torch libraries are x86_64 and aarch64 on every host.
+"""
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import shutil
 import struct
 import subprocess
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
+import _data
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +25,9 @@ from resolver.elf.facts import ElfFacts, Machine, VersionNeed, facts_to_json, pa
 from resolver.elf.reader import read_elf_facts
 from resolver.errors import InvalidElf
 from resolver.target.rootfs import RootFS
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _MACHINES = {"Advanced Micro Devices X86-64": Machine.X86_64, "AArch64": Machine.AARCH64}
 
@@ -83,15 +92,29 @@ def read(path: Path) -> ElfFacts:
         return read_elf_facts(handle, origin=str(path))
 
 
-def _host_libs() -> list[Path]:
-    names = ["libc.so.6", "libstdc++.so.6", "libz.so.1", "libm.so.6", "libgcc_s.so.1"]
-    found = [Path("/lib/x86_64-linux-gnu") / n for n in names]
-    return [p for p in found if p.exists()]
+def host_lib(soname: str) -> Path:
+    """This host's `soname` (its ld.so.cache's entry for the host's machine); skip if none."""
+    found = _data.host_library(soname)
+    if found is None:
+        pytest.skip(f"this host's ld.so.cache has no {soname}")
+    return found
 
 
-@pytest.mark.parametrize("path", _host_libs(), ids=lambda p: p.name)
-def test_host_library_matches_readelf(path: Path) -> None:
-    assert ours(read(path)) == readelf_facts(path)
+@functools.cache
+def small_library() -> bytes:
+    """A small real library of this host: libz.so.1, or libm.so.6 where zlib is missing."""
+    found = _data.host_library("libz.so.1") or _data.host_library("libm.so.6")
+    assert found is not None, "a glibc host has libm.so.6 in its ld.so.cache"
+    return found.resolve().read_bytes()
+
+
+@pytest.mark.parametrize("soname", ["libc.so.6", "libstdc++.so.6", "libz.so.1", "libm.so.6",
+                                    "libgcc_s.so.1"])
+def test_host_library_matches_readelf(soname: str) -> None:
+    path = host_lib(soname)
+    facts = read(path)
+    assert (int(facts.elf_class), facts.machine) == (_data.HOST_ELF_CLASS, _data.HOST_MACHINE)
+    assert ours(facts) == readelf_facts(path)
 
 
 @pytest.mark.slow
@@ -128,15 +151,18 @@ def test_big_library_costs_milliseconds_not_a_full_read(torch_x86_full: Path) ->
 
 
 def _strip_section_headers(data: bytes) -> bytes:
-    # ELF64 little-endian: e_shoff at 0x28, e_shnum at 0x3c, e_shstrndx at 0x3e.
+    # ELF64: e_shoff at 0x28, e_shnum at 0x3c, e_shstrndx at 0x3e, in the file's byte order.
+    assert data[4] == 2, "an ELF64 file"
+    order = "<" if data[5] == 1 else ">"
     out = bytearray(data)
-    struct.pack_into("<Q", out, 0x28, 0)
-    struct.pack_into("<HH", out, 0x3C, 0, 0)
+    struct.pack_into(order + "Q", out, 0x28, 0)
+    struct.pack_into(order + "HH", out, 0x3C, 0, 0)
     return bytes(out)
 
 
+@pytest.mark.skipif(_data.HOST_ELF_CLASS != 2, reason="strips an ELF64 header: a 64-bit host")
 def test_stripped_section_headers_still_give_dynamic_facts(tmp_path: Path) -> None:
-    source = Path("/lib/x86_64-linux-gnu/libstdc++.so.6").resolve()
+    source = host_lib("libstdc++.so.6").resolve()
     stripped = tmp_path / "libstripped.so"
     stripped.write_bytes(_strip_section_headers(source.read_bytes()))
     assert "There are no sections" in _readelf(stripped, "-S")
@@ -157,7 +183,7 @@ def test_non_elf_is_one_line_invalid_elf(data: bytes) -> None:
 
 
 def test_truncated_real_library_never_escapes_invalid_elf() -> None:
-    data = Path("/lib/x86_64-linux-gnu/libz.so.1").resolve().read_bytes()
+    data = small_library()
     for length in [*range(0, 256, 7), *range(256, len(data), max(1, len(data) // 300))]:
         try:
             read_elf_facts(io.BytesIO(data[:length]), origin="cut.so")
@@ -169,7 +195,7 @@ def test_truncated_real_library_never_escapes_invalid_elf() -> None:
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_elf_gives_facts_or_invalid_elf(data: st.DataObject) -> None:
-    original = Path("/lib/x86_64-linux-gnu/libz.so.1").resolve().read_bytes()[:16384]
+    original = small_library()[:16384]
     mutated = bytearray(original)
     for _ in range(data.draw(st.integers(1, 16))):
         at = data.draw(st.integers(0, len(mutated) - 1))
@@ -188,7 +214,7 @@ def test_damaged_cache_file_is_ignored(tmp_path_factory: pytest.TempPathFactory,
                                        cut: int) -> None:
     directory = tmp_path_factory.mktemp("cache")
     lib = directory / "libz.so.1"
-    shutil.copy(Path("/lib/x86_64-linux-gnu/libz.so.1").resolve(), lib)
+    lib.write_bytes(small_library())
     cache_file = directory / "facts.json"
     cache = FactsCache(cache_file)
     rootfs = RootFS(directory)
@@ -202,7 +228,7 @@ def test_damaged_cache_file_is_ignored(tmp_path_factory: pytest.TempPathFactory,
 
 def test_cache_hit_skips_reading_and_round_trips(tmp_path: Path) -> None:
     lib = tmp_path / "libstdc++.so.6"
-    shutil.copy(Path("/lib/x86_64-linux-gnu/libstdc++.so.6").resolve(), lib)
+    shutil.copy(host_lib("libstdc++.so.6").resolve(), lib)
     rootfs = RootFS(tmp_path)
     cache = FactsCache(tmp_path / "facts.json")
     first = read_facts(rootfs, "/libstdc++.so.6", cache)

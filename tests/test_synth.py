@@ -1,12 +1,18 @@
+"""The fixture synthesiser: its files read back by readelf, our reader, cuobjdump and ld.so.
+
+The loader tests write the libraries for this host's class, byte order and machine and run the
+host's own loader (the interpreter's PT_INTERP) on them; the aarch64 one runs Debian's arm64
+loader under qemu on any host.
+"""
+
 from __future__ import annotations
 
 import io
-import os
-import platform
 import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import _data
 import pytest
+from conftest import unavailable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,9 +42,8 @@ if TYPE_CHECKING:
 
 READELF = shutil.which("readelf")
 needs_readelf = pytest.mark.skipif(READELF is None, reason="binutils readelf is not installed")
-on_x86_64_glibc = pytest.mark.skipif(
-    platform.machine() != "x86_64" or not _data.HOST_LOADER.exists(),
-    reason="needs an x86_64 host with glibc's ld-linux-x86-64.so.2",
+on_glibc_host = pytest.mark.skipif(
+    _data.HOST_LOADER is None, reason="needs a glibc host (the interpreter names no loader)"
 )
 
 # readelf -h names; the numbers are what the facts hold.
@@ -61,52 +67,51 @@ def gpu(*names: str) -> tuple[GpuCode, ...]:
     return tuple(sorted((parse_gpu_code(n) for n in names), key=lambda c: c.sort_key))
 
 
-CASES = [
-    pytest.param(facts(soname="libsoname.so.1"), id="soname-only"),
-    pytest.param(facts(
+# Each case's facts, by the id its tests carry.
+FACTS_BY_ID: dict[str, ElfFacts] = {
+    "soname-only": facts(soname="libsoname.so.1"),
+    "rpath-and-runpath": facts(
         soname="libtorch_cuda.so", needed=("libc10_cuda.so", "libc.so.6"),
         rpath="$ORIGIN/../../nvidia/cudnn/lib:$ORIGIN/../../nvidia/cu13/lib:$ORIGIN",
         runpath="/opt/jr/lib::$ORIGIN/lib",
-    ), id="rpath-and-runpath"),
-    pytest.param(facts(soname="libnodeflib.so", nodeflib=True, runpath=""), id="nodeflib"),
-    pytest.param(facts(
+    ),
+    "nodeflib": facts(soname="libnodeflib.so", nodeflib=True, runpath=""),
+    "versions-def-and-need": facts(
         soname="libcublas.so.13", needed=("libcublasLt.so.13", "libc.so.6", "libm.so.6"),
         version_defs=("libcublas.so.13", "libcublas.so.13.1"),
         version_needs=(need("libcublasLt.so.13", "libcublasLt.so.13"),
                        need("libc.so.6", "GLIBC_2.2.5"), need("libc.so.6", "GLIBC_2.14"),
                        need("libm.so.6", "GLIBC_2.29")),
-    ), id="versions-def-and-need"),
-    pytest.param(facts(
+    ),
+    "weak-need": facts(
         soname="libweak.so.1", needed=("libc.so.6",),
         version_needs=(need("libc.so.6", "GLIBC_2.38", weak=True),
                        need("libc.so.6", "GLIBC_2.17")),
-    ), id="weak-need"),
-    pytest.param(facts(
+    ),
+    "fatbin-sass-ptx-a": facts(
         soname="libtorch_cuda_linalg.so", needed=("libcusolver.so.12",),
         gpu_code=gpu("sm_80", "sm_90a", "sm_110", "compute_120", "compute_110a"),
-    ), id="fatbin-sass-ptx-a"),
-    pytest.param(facts(
+    ),
+    "aarch64": facts(
         machine=183, soname="libcudss.so.0", needed=("libnvpl_lapack_lp64_gomp.so.0", "libc.so.6"),
         rpath="$ORIGIN", nodeflib=True, version_defs=("libcudss.so.0",),
         version_needs=(need("libc.so.6", "GLIBC_2.17"),), gpu_code=gpu("sm_110", "sm_87"),
-    ), id="aarch64"),
-    pytest.param(facts(needed=tuple(f"libneeded{i:02}.so.{i}" for i in range(40))),
-                 id="no-soname-many-needed"),
-    pytest.param(facts(
+    ),
+    "no-soname-many-needed": facts(needed=tuple(f"libneeded{i:02}.so.{i}" for i in range(40))),
+    "elf32-arm-exec-gnu-osabi": facts(
         elf_class=ElfClass.ELF32, machine=40, osabi=3, elf_type=2, soname="libarm32.so.6",
         needed=("libc.so.6",), version_defs=("ARM_1",), version_needs=(need("libc.so.6", "G_2"),),
         gpu_code=gpu("sm_72"),
-    ), id="elf32-arm-exec-gnu-osabi"),
-    pytest.param(facts(
+    ),
+    "ppc64-big-endian": facts(
         endian=Endian.BIG, machine=21, soname="libbig.so.1", needed=("libc.so.6",),
         runpath="/usr/lib64", version_defs=("BIG_1",), version_needs=(need("libc.so.6", "G_2"),),
         gpu_code=gpu("sm_90"),
-    ), id="ppc64-big-endian"),
-    pytest.param(facts(has_dynamic=False, elf_type=2, gpu_code=gpu("sm_90")), id="no-dynamic"),
-]
-
-FACTS = [case.values[0] for case in CASES if isinstance(case.values[0], ElfFacts)]
-assert len(FACTS) == len(CASES)
+    ),
+    "no-dynamic": facts(has_dynamic=False, elf_type=2, gpu_code=gpu("sm_90")),
+}
+FACTS = list(FACTS_BY_ID.values())
+CASES = [pytest.param(given, id=name) for name, given in FACTS_BY_ID.items()]
 
 
 @dataclass
@@ -275,7 +280,7 @@ def test_synthesis_is_deterministic(given: ElfFacts) -> None:
 
 def test_different_facts_give_different_bytes() -> None:
     images = {synthesize_elf(given) for given in FACTS}
-    assert len(images) == len(CASES)
+    assert len(images) == len(FACTS)
 
 
 def test_elf_hash_matches_the_hashes_glibc_writes() -> None:
@@ -322,24 +327,25 @@ def test_unwritable_facts_raise_invalid_fixture() -> None:
         synthesize_elf(facts(osabi=256))
 
 
-def cuobjdump() -> Path | None:
-    """cuobjdump from PATH, or where tests/test_fatbin.py's `nvidia_tools` fixture caches it."""
-    found = shutil.which("cuobjdump")
-    cached = (_data.data_dir_from_env(os.environ) / "fatbin" / "tools" / "nvidia-cuda-cuobjdump"
-              / "cuobjdump")
-    return Path(found) if found else cached if cached.is_file() else None
+@pytest.fixture(scope="session")
+def nvidia_tools(data_dir: Path) -> Path:
+    """NVIDIA's cuobjdump for this host, from PyPI's nvidia-cuda-cuobjdump (as test_fatbin's)."""
+    try:
+        tools = _data.ensure_nvidia_tools(data_dir, "nvidia-cuda-cuobjdump", ("cuobjdump",))
+    except _data.DataUnavailable as err:
+        unavailable(str(err))
+        raise
+    return tools / "cuobjdump"
 
 
-# cuobjdump reads little-endian hosts only (it lists nothing in a big-endian ELF).
-GPU_CASES = [case for case, given in zip(CASES, FACTS, strict=True)
+# cuobjdump reads little-endian files only (it lists nothing in a big-endian ELF).
+GPU_CASES = [pytest.param(given, id=name) for name, given in FACTS_BY_ID.items()
              if given.gpu_code and given.endian is Endian.LITTLE]
 
 
 @pytest.mark.parametrize("given", GPU_CASES)
-def test_cuobjdump_lists_the_gpu_code(given: ElfFacts, tmp_path: Path) -> None:
-    tool = cuobjdump()
-    if tool is None:
-        pytest.skip("cuobjdump not found (pip install nvidia-cuda-cuobjdump)")
+def test_cuobjdump_lists_the_gpu_code(given: ElfFacts, tmp_path: Path, nvidia_tools: Path) -> None:
+    tool = nvidia_tools
     path = tmp_path / "lib.so"
     path.write_bytes(synthesize_elf(given))
     listed = []
@@ -375,9 +381,16 @@ def write(directory: Path, libs: Sequence[ElfFacts]) -> None:
         (directory / lib.soname).write_bytes(synthesize_elf(lib))
 
 
-@on_x86_64_glibc
+def on_host(libs: Sequence[ElfFacts]) -> list[ElfFacts]:
+    """`libs` for this host's class, byte order and machine: what its own loader accepts."""
+    endian = Endian.LITTLE if sys.byteorder == "little" else Endian.BIG
+    return [replace(lib, elf_class=ElfClass(_data.HOST_ELF_CLASS), endian=endian,
+                    machine=_data.HOST_MACHINE) for lib in libs]
+
+
+@on_glibc_host
 def test_real_loader_finds_every_dependency(tmp_path: Path, host_trace: _data.HostTrace) -> None:
-    write(tmp_path, chain())
+    write(tmp_path, on_host(chain()))
     result = host_trace(tmp_path / A, {"LD_LIBRARY_PATH": str(tmp_path)})
     assert dict(result.found) == {B: str(tmp_path / B), C: str(tmp_path / C)}, result.raw
     assert not result.not_found
@@ -386,22 +399,22 @@ def test_real_loader_finds_every_dependency(tmp_path: Path, host_trace: _data.Ho
     assert "error" not in result.raw
 
 
-@on_x86_64_glibc
+@on_glibc_host
 def test_real_loader_reports_a_version_the_provider_lacks(
     tmp_path: Path, host_trace: _data.HostTrace
 ) -> None:
-    write(tmp_path, chain(b_defs=("JR_B_1.0",)))
+    write(tmp_path, on_host(chain(b_defs=("JR_B_1.0",))))
     result = host_trace(tmp_path / A, {"LD_LIBRARY_PATH": str(tmp_path)})
     assert result.version_errors == (
         f"{tmp_path / B}: version `JR_B_2.0' not found (required by {tmp_path / A})",
     )
 
 
-@on_x86_64_glibc
+@on_glibc_host
 def test_real_loader_lets_a_weak_version_be_missing(
     tmp_path: Path, host_trace: _data.HostTrace
 ) -> None:
-    write(tmp_path, chain(weak=["JR_B_9.0"]))
+    write(tmp_path, on_host(chain(weak=["JR_B_9.0"])))
     env = {"LD_LIBRARY_PATH": str(tmp_path)}
     assert not host_trace(tmp_path / A, env).version_errors
     verbose = host_trace(tmp_path / A, {**env, "LD_VERBOSE": "1"})
@@ -409,13 +422,13 @@ def test_real_loader_lets_a_weak_version_be_missing(
     assert f"{B} (JR_B_9.0) [WEAK] => not found" in verbose.raw
 
 
-@on_x86_64_glibc
+@on_glibc_host
 @pytest.mark.parametrize(("tag", "c_found"), [("rpath", True), ("runpath", False)],
                          ids=["rpath-inherited", "runpath-not-inherited"])
 def test_real_loader_follows_the_search_path_tags(
     tag: str, c_found: bool, tmp_path: Path, host_trace: _data.HostTrace
 ) -> None:
-    libs = chain(**{tag: "$ORIGIN/deps"})
+    libs = on_host(chain(**{tag: "$ORIGIN/deps"}))
     write(tmp_path, libs[:1])
     write(tmp_path / "deps", libs[1:])
     result = host_trace(tmp_path / A)
@@ -424,21 +437,22 @@ def test_real_loader_follows_the_search_path_tags(
     assert (C in result.not_found) == (not c_found)
 
 
-@on_x86_64_glibc
+@on_glibc_host
 @pytest.mark.parametrize("nodeflib", [False, True], ids=["default-dirs", "nodeflib"])
 def test_real_loader_honours_nodeflib(
     nodeflib: bool, tmp_path: Path, host_trace: _data.HostTrace
 ) -> None:
-    write(tmp_path, [facts(soname=A, needed=("libc.so.6",), nodeflib=nodeflib)])
+    write(tmp_path, on_host([facts(soname=A, needed=("libc.so.6",), nodeflib=nodeflib)]))
     result = host_trace(tmp_path / A)
     assert ("libc.so.6" in result.not_found) == nodeflib
 
 
-@on_x86_64_glibc
+@on_glibc_host
 def test_real_loader_verifies_them_as_shared_objects(tmp_path: Path) -> None:
-    write(tmp_path, chain())
+    write(tmp_path, on_host(chain()))
     static = tmp_path / "static.so"
-    static.write_bytes(synthesize_elf(facts(has_dynamic=False, elf_type=2)))
+    (static_facts,) = on_host([facts(has_dynamic=False, elf_type=2)])
+    static.write_bytes(synthesize_elf(static_facts))
 
     def verify(path: Path) -> int:
         argv = [str(_data.HOST_LOADER), "--verify", str(path)]
@@ -446,9 +460,9 @@ def test_real_loader_verifies_them_as_shared_objects(tmp_path: Path) -> None:
 
     # rtld.c: 0 a dynamic executable with PT_INTERP, 2 dynamic without (any real .so), 1 neither.
     assert verify(tmp_path / A) == 2
-    libm = Path("/lib/x86_64-linux-gnu/libm.so.6")
-    if libm.exists():
-        assert verify(libm) == 2
+    libm = _data.host_library("libm.so.6")
+    assert libm is not None
+    assert verify(libm) == 2
     assert verify(static) == 1
 
 
@@ -478,7 +492,12 @@ def test_real_aarch64_loader_finds_every_dependency(
     )
 
 
-HOST_LIBS = Path("/lib/x86_64-linux-gnu")
+def host_lib(soname: str) -> Path:
+    """This host's `soname`, from its ld.so.cache; skip if it has none."""
+    found = _data.host_library(soname)
+    if found is None:
+        pytest.skip(f"this host's ld.so.cache has no {soname}")
+    return found
 
 
 def read_facts(path: Path) -> ElfFacts:
@@ -489,24 +508,20 @@ def read_facts(path: Path) -> ElfFacts:
 @needs_readelf
 @pytest.mark.parametrize("name", ["libc.so.6", "libz.so.1", "libstdc++.so.6"])
 def test_real_library_facts_survive_synthesis(name: str, tmp_path: Path) -> None:
-    if not (HOST_LIBS / name).exists():
-        pytest.skip(f"{HOST_LIBS / name} does not exist here")
-    real = read_facts(HOST_LIBS / name)
+    real = read_facts(host_lib(name))
     path = tmp_path / name
     path.write_bytes(synthesize_elf(real))
     assert read_facts(path) == real
     assert_readelf_matches(path, real)
 
 
-@on_x86_64_glibc
+@on_glibc_host
 def test_real_loader_accepts_a_materialised_real_library(
     tmp_path: Path, host_trace: _data.HostTrace
 ) -> None:
     # The facts of the host's libstdc++ as a fixture would record them, written out: the real
     # loader checks our GLIBCXX definitions and its GLIBC requirements against the real libc.
-    if not (HOST_LIBS / "libstdc++.so.6").exists():
-        pytest.skip("no libstdc++.so.6 on this host")
-    real = read_facts(HOST_LIBS / "libstdc++.so.6")
+    real = read_facts(host_lib("libstdc++.so.6"))
     assert "GLIBCXX_3.4" in real.version_defs
     (tmp_path / "libstdc++.so.6").write_bytes(synthesize_elf(real))
     user = facts(soname=A, needed=("libstdc++.so.6",),
