@@ -128,9 +128,12 @@ def read_loader_config(rootfs: RootFS, platform: Platform
 
 
 def _family(soname: str) -> re.Pattern[str]:
-    """File names of any version of a soname's library: `libfoo.so`, `libfoo.so.N[.M...]`."""
+    """File names of any version of a soname's library, `libfoo.so.N[.M...]`.
+
+    The unversioned `libfoo.so` is a development link, not a version of its own.
+    """
     stem = soname.split(".so", 1)[0]
-    return re.compile(re.escape(stem) + r"\.so(\.\d+)*")
+    return re.compile(re.escape(stem) + r"\.so(\.\d+)+")
 
 
 class _Elsewhere:

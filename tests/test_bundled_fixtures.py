@@ -135,3 +135,26 @@ def test_thor_report_reads_first(flags: tuple[str, ...], golden: str) -> None:
     lines = run.stdout.splitlines()
     assert lines[3].startswith("✗ import torch will fail: 4 problems block it")
     assert_golden(golden, run.stdout)
+
+
+def test_record_site_only_needs_where_the_target_has_it(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "torch").mkdir(parents=True)
+    run = run_cli("record", "--site-only", "--site-packages", str(site), "--out",
+                  str(tmp_path / "out"))
+    assert run.code == 2 and "--site-only needs --site-at" in run.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = run_cli("record", "--site-only", "--site-packages", str(empty), "--site-at",
+                  "/usr/lib/python3/dist-packages", "--out", str(tmp_path / "out"))
+    assert run.code == 2 and "no torch package here" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_record_takes_the_gpu_as_diagnose_does(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    run = run_cli("record", "--root", str(root), "--out", str(tmp_path / "fx"), "--gpu-arch",
+                  "sm_110")
+    assert run.code == 0, run.stderr
+    assert parse_fixture_dir(tmp_path / "fx").manifest.gpu_arch == 110

@@ -168,10 +168,14 @@ def _zip(path: Path, members: dict[str, str]) -> None:
         (["--site-packages", "/tmp", "--wheel", "/x.whl"], "give one of"),
         (["--site-packages", "/tmp", "--gpu-arch", "smX"], "--gpu-arch: expected sm_XY"),
         (["--site-packages", "/tmp", "--root", "/nonexistent/root"], "root is not a directory"),
-        (["--python", "/nonexistent/python3"], "--python /nonexistent/python3: cannot ask"),
+        (["--python", "/nonexistent/python3"], "/nonexistent/python3: cannot run this interpreter"),
+        (["--root", "/", "--fixture", "thor-jp7.0", "--site-packages", "/tmp"],
+         "give --root or --fixture, not both"),
+        (["--site-packages", "/tmp", "-vvv"], "-v: give it at most twice"),
         (["--fixture", "no-such-fixture", "--site-packages", "/tmp"], "no such fixture"),
     ],
-    ids=["no-site", "no-wheel", "two-inputs", "bad-gpu", "no-root", "no-python", "no-fixture"],
+    ids=["no-site", "no-wheel", "two-inputs", "bad-gpu", "no-root", "no-python", "root-and-fixture",
+         "too-verbose", "no-fixture"],
 )
 def test_bad_usage_is_one_line_exit_2(args: list[str], message: str) -> None:
     run = run_cli("diagnose", *args, "--no-cache")

@@ -51,6 +51,11 @@ def test_replayed_until_a_consulted_path_changes(tmp_path: Path) -> None:
     # Nothing changed: the kept output comes back (marked, to prove it is the kept one).
     _mark(entry, "kept\n")
     assert (_run(tmp_path, *args).stdout, _run(tmp_path, *args).returncode) == ("kept\n", 1)
+    # Folders only passed through may change: others' files beside the root and the site.
+    (tmp_path / "unrelated.txt").write_text("x")
+    (root / "etc" / "motd").write_text("hello")
+    _settle()
+    assert _run(tmp_path, *args).stdout == "kept\n"
 
     # A library file touched: a miss and the real answer, not kept while the change is fresh.
     library = site / "torch" / "lib" / "libc10.so"

@@ -17,7 +17,7 @@ from resolver.errors import ResolveError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["ExitCode", "fail", "guarded"]
+__all__ = ["ExitCode", "fail", "guarded", "parse_gpu_arch"]
 
 _T = TypeVar("_T")
 
@@ -52,3 +52,13 @@ def guarded(debug: bool, action: Callable[[], _T]) -> _T:
         raise fail(text.splitlines()[0] if text else type(err).__name__) from None
     except KeyboardInterrupt:
         raise fail("interrupted", ExitCode.BAD_INPUT) from None
+
+
+def parse_gpu_arch(text: str | None) -> int | None:
+    """`--gpu-arch` as 10*major+minor: `sm_110`, `110`, `11.0` and `sm110` all give 110."""
+    if text is None:
+        return None
+    digits = text.lower().removeprefix("sm_").removeprefix("sm").replace(".", "")
+    if not (digits.isascii() and digits.isdigit()):
+        raise fail(f"--gpu-arch: expected sm_XY, XY or X.Y (e.g. sm_110, 87, 11.0), got {text!r}")
+    return int(digits)

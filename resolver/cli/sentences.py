@@ -91,8 +91,10 @@ def _(finding: NoVersionInformation) -> str:
 
 @describe.register
 def _(finding: PreloadNotFound) -> str:
-    return (f"torch/__init__.py finds no nvidia/{finding.folder}/lib/{finding.pattern} on "
-            f"sys.path ({len(finding.sys_path)} entries): import torch raises ValueError")
+    entries = len(finding.sys_path)
+    return (f"torch/__init__.py finds no nvidia/{finding.folder}/lib/{finding.pattern} in the "
+            f"{entries} sys.path {'entry' if entries == 1 else 'entries'}: import torch raises "
+            "ValueError")
 
 
 @describe.register

@@ -147,7 +147,8 @@ def gpu_findings(
     if platform.gpu_arch is None:
         return ()
     return tuple(
-        NoKernelForGpu(severity=Severity.BREAKS_FEATURE, phases=(obj.phase,), library=obj.path,
+        NoKernelForGpu(severity=Severity.BREAKS_FEATURE, phases=("CUDA kernels",),
+                       library=obj.path,
                        gpu_arch=platform.gpu_arch, codes=obj.facts.gpu_code)
         for obj in objects
         if obj.facts.gpu_code and find_kernel_for(obj.facts.gpu_code, platform.gpu_arch) is None

@@ -83,8 +83,6 @@ class DirMount:
 
     def list_dir(self, rel: str) -> Mapping[str, Entry] | None:
         """Entries of directory `rel`, symlinks not followed; None when it is not a directory."""
-        if self.witness is not None:
-            self.witness.saw(self._host(rel))
         try:
             with os.scandir(self._host(rel)) as it:
                 listing: dict[str, Entry] = {}

@@ -77,6 +77,7 @@ class RootFS:
         if not os.path.isdir(self.root):
             raise RootFsError(f"{self.root}: root is not a directory")
         self.live = self.root == "/"
+        self._witness = witness
         self._mounts: dict[str, Mount] = {"/": DirMount(self.root, witness=witness)}
         for at, mount in (mounts or {}).items():
             self._mounts[posixpath.normpath("/" + at.lstrip("/"))] = mount
@@ -90,6 +91,26 @@ class RootFS:
             if prefix in (path, "/") or path.startswith(prefix + "/"):
                 return self._mounts[prefix], path[len(prefix):].lstrip("/")
         raise AssertionError(path)  # "/" always matches
+
+    def _saw(self, real: str) -> None:
+        """Tell the witness (if any) that directory `real` is about to be enumerated."""
+        if self._witness is not None:
+            mount, rel = self._mount_of(real)
+            host = mount.host_path(rel)
+            if host is not None:
+                self._witness.saw(host)
+
+    def _looked_up(self, listing: Mapping[str, Entry] | None, real: str) -> Entry | None:
+        """`real`'s entry in its directory's `listing`, the lookup told to the witness (if any)."""
+        entry = None if listing is None else listing.get(posixpath.basename(real))
+        # Mount points and the folders leading to them are ours, not the host's.
+        virtual = any(at == real or at.startswith(real + "/") for at in self._order if at != "/")
+        if self._witness is not None and not virtual:
+            mount, rel = self._mount_of(real)
+            host = mount.host_path(rel)
+            if host is not None:
+                self._witness.saw_entry(host, listed=entry is not None)
+        return entry
 
     def _listing(self, real_dir: str) -> Mapping[str, Entry] | None:
         if real_dir not in self._listings:
@@ -129,8 +150,8 @@ class RootFS:
             listing = self._listing(current)
             if listing is None:
                 return Resolved(path, None, f"{current} is not a directory")
-            entry = listing.get(part)
             child = posixpath.join(current, part)
+            entry = self._looked_up(listing, child)
             if entry is None:
                 return Resolved(path, None, None)
             if entry.kind == EntryKind.LINK:
@@ -154,8 +175,7 @@ class RootFS:
         if not parent.ok or parent.real is None:
             return None
         name = posixpath.basename(path)
-        listing = self._listing(parent.real)
-        entry = None if listing is None else listing.get(name)
+        entry = self._looked_up(self._listing(parent.real), posixpath.join(parent.real, name))
         if entry is None or entry.kind != EntryKind.LINK:
             return None
         mount, rel = self._mount_of(posixpath.join(parent.real, name))
@@ -171,7 +191,7 @@ class RootFS:
         if not base.ok or base.real is None:
             return None
         listing = self._listing(base.real)
-        if listing is None or name not in listing:
+        if self._looked_up(listing, posixpath.join(base.real, name)) is None:
             return None
         found = self.resolve(posixpath.join(base.real, name))
         if found.ok and found.real is not None:
@@ -186,8 +206,7 @@ class RootFS:
         """Kind of an already resolved path, or None when it does not exist."""
         if real == "/":
             return EntryKind.DIR
-        listing = self._listing(posixpath.dirname(real))
-        entry = None if listing is None else listing.get(posixpath.basename(real))
+        entry = self._looked_up(self._listing(posixpath.dirname(real)), real)
         return None if entry is None else entry.kind
 
     def list_dir(self, directory: str) -> Mapping[str, Entry]:
@@ -195,6 +214,7 @@ class RootFS:
         base = self.resolve(directory)
         if not base.ok or base.real is None:
             return {}
+        self._saw(base.real)
         return self._listing(base.real) or {}
 
     def glob(self, pattern: str) -> list[str]:
@@ -227,7 +247,9 @@ class RootFS:
         """How to name a path of the root to a person: its host path, or archive!member."""
         mount, rel = self._mount_of(real)
         host = mount.host_path(rel)
-        return host if host is not None else f"{mount.label}!{rel}"
+        if host is not None:
+            return host
+        return f"{mount.label}!{rel}" if rel else mount.label
 
     def read_bytes(self, path: str, limit: int = -1) -> bytes | None:
         """Bytes of a file of the root (the first `limit`), None when there is no such file."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from pathlib import Path
+from pathlib import Path  # noqa: TC003 - typer reads the annotations at run time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         results: list[tuple[str, Diagnosis, float]] = []
         for name in fixture:
             source = make_source(python=None, site_packages=site_packages, wheel=wheel,
-                                 root=Path("/"), ld_library_path="", gpu_arch=None,
+                                 root=None, ld_library_path="", gpu_arch=None,
                                  no_cache=False, fixture=name, torch_fixture=torch_fixture)
             started = time.perf_counter()
             result, _ = guarded(debug, functools.partial(run_diagnose, source))

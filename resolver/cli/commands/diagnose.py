@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from resolver.cli.errors import ExitCode, fail, guarded
+from resolver.cli.errors import ExitCode, fail, guarded, parse_gpu_arch
 from resolver.sources import Source
 
 if TYPE_CHECKING:
@@ -27,34 +27,32 @@ if TYPE_CHECKING:
 __all__ = ["detect_python_site", "exit_code_of", "make_source", "register", "run_diagnose"]
 
 
-def _parse_gpu_arch(text: str | None) -> int | None:
-    if text is None:
-        return None
-    digits = text.lower().removeprefix("sm_").removeprefix("sm").replace(".", "")
-    if not digits.isdigit():
-        raise fail(f"--gpu-arch: expected sm_XY, XY or X.Y (e.g. sm_110, 87, 11.0), got {text!r}")
-    return int(digits)
-
-
 def detect_python_site(python: str) -> tuple[str, tuple[str, ...], str]:
     """Ask an interpreter where its torch is (without importing torch) and what sys.path is."""
     probe = ("import importlib.util, json, sys; s = importlib.util.find_spec('torch'); "
              "print(json.dumps({'torch': s.origin if s else None, 'path': sys.path, "
              "'version': '%d.%d' % sys.version_info[:2]}))")
     try:
-        out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True,
-                             timeout=60).stdout
-        info = json.loads(out.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as err:
-        raise fail(f"--python {python}: cannot ask it where torch is ({err})") from None
-    if not info.get("torch"):
-        raise fail(f"--python {python}: has no torch installed")
-    site = str(Path(info["torch"]).parent.parent)
-    return site, tuple(p for p in info["path"] if p), str(info["version"])
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True,
+                              check=False, timeout=60)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise fail(f"{python}: cannot run this interpreter ({err})") from None
+    try:
+        info = json.loads(done.stdout.strip().splitlines()[-1])
+        torch = info["torch"]
+        sys_path, version = [str(p) for p in info["path"]], str(info["version"])
+    except (ValueError, IndexError, KeyError, TypeError):
+        said = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise fail(f"{python}: cannot ask it where torch is (exit {done.returncode}: "
+                   f"{said})") from None
+    if not torch:
+        raise fail(f"{python}: this interpreter has no torch installed")
+    site = str(Path(torch).parent.parent)
+    return site, tuple(p for p in sys_path if p), version
 
 
 def make_source(
-    *, python: str | None, site_packages: Path | None, wheel: Path | None, root: Path,
+    *, python: str | None, site_packages: Path | None, wheel: Path | None, root: Path | None,
     ld_library_path: str | None, gpu_arch: str | None, no_cache: bool,
     fixture: str | None = None, torch_fixture: str | None = None,
 ) -> Source:
@@ -67,13 +65,14 @@ def make_source(
     if len(chosen) > 1:
         raise fail("give one of --python, --site-packages, --wheel, --torch-fixture "
                    f"(got {' and '.join(chosen)})")
-    if fixture is not None and os.path.abspath(root) != "/":
+    if fixture is not None and root is not None:
         raise fail("give --root or --fixture, not both")
+    root = root or Path("/")
     live = os.path.abspath(root) == "/" and fixture is None
     if ld_library_path is None:
         ld_library_path = os.environ.get("LD_LIBRARY_PATH", "") if live else ""
     source = Source(root=str(root), fixture=fixture, torch_fixture=torch_fixture,
-                    ld_library_path=ld_library_path, gpu_arch=_parse_gpu_arch(gpu_arch),
+                    ld_library_path=ld_library_path, gpu_arch=parse_gpu_arch(gpu_arch),
                     facts_cache=None if no_cache else default_cache_path())
     if wheel is not None:
         if not wheel.is_file():
@@ -140,9 +139,9 @@ def register(app: typer.Typer) -> None:
         wheel: Annotated[Path | None, typer.Option(
             "--wheel", help="Diagnose a torch wheel, read from the zip without extracting it.",
         )] = None,
-        root: Annotated[Path, typer.Option(
+        root: Annotated[Path | None, typer.Option(
             "--root", help="The target's root filesystem (default: this machine's /).",
-        )] = Path("/"),
+        )] = None,
         fixture: Annotated[str | None, typer.Option(
             "--fixture", help="A recorded target instead of --root: a bundled name "
             "(thor-jp7.0, orin-jp6.2) or a fixture directory.",
@@ -162,15 +161,18 @@ def register(app: typer.Typer) -> None:
             "--json", help="Print JSON instead of tables.",
         )] = False,
         verbose: Annotated[int, typer.Option(
-            "--verbose", "-v", count=True,
+            "--verbose", "-v", count=True, metavar="",
             help="-v: where the loader looked for each finding; -vv: every path it tried.",
         )] = 0,
         no_cache: Annotated[bool, typer.Option(
-            "--no-cache", help="Do not read or write the on-disk ELF facts cache.",
+            "--no-cache", help="Neither read nor keep ELF facts or whole results (fixtures are "
+            "still materialised under the cache folder).",
         )] = False,
         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     ) -> None:
         """What will fail to load on the target, why, and whether it breaks `import torch`."""
+        if verbose > 2:
+            raise fail(f"-v: give it at most twice (-v or -vv), got {verbose}")
         source = make_source(python=python, site_packages=site_packages, wheel=wheel, root=root,
                              ld_library_path=ld_library_path, gpu_arch=gpu_arch,
                              no_cache=no_cache, fixture=fixture, torch_fixture=torch_fixture)

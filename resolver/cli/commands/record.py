@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from resolver import __version__
-from resolver.cli.errors import fail, guarded
+from resolver.cli.errors import fail, guarded, parse_gpu_arch
 
 __all__ = ["public_command", "register"]
 
@@ -50,6 +50,19 @@ def _provenance_extras(path: Path | None) -> dict[str, Any]:
     return data
 
 
+def _site_only_inputs(site_packages: Path | None, site_at: str | None) -> tuple[Path, str]:
+    """The torch install to record and where the target has it; exits 2 when unusable."""
+    if site_packages is None:
+        raise fail("--site-only needs --site-packages DIR")
+    if site_at is None or not site_at.startswith("/"):
+        # The fixture names the folder as the target has it, never this machine's path.
+        raise fail("--site-only needs --site-at: where this site-packages lives on the "
+                   "target, an absolute path such as /usr/local/lib/python3.12/dist-packages")
+    if not (site_packages / "torch").is_dir():
+        raise fail(f"--site-packages {site_packages}: no torch package here")
+    return site_packages, site_at
+
+
 def _record(
     *, root: Path, out: Path, name: str, description: str, python: str | None,
     site_packages: Path | None, site_only: bool, site_at: str | None,
@@ -68,9 +81,7 @@ def _record(
     extras = _provenance_extras(composed_from)
     site: str | None = None
     if site_only:
-        if site_packages is None:
-            raise fail("--site-only needs --site-packages DIR")
-        site = site_at or str(site_packages.resolve())
+        site_packages, site = _site_only_inputs(site_packages, site_at)
         entries, skipped = record_site(RootFS(site_packages), "/", cache)
         entries = {(site.rstrip("/") + path).rstrip("/") or "/": entry
                    for path, entry in entries.items()}
@@ -165,8 +176,8 @@ def register(app: typer.Typer) -> None:
             "--composed-from", help="JSON naming the packages a composed root was built from "
             "(packages, hand_written, notes); marks the fixture as composed, not recorded.",
         )] = None,
-        gpu_arch: Annotated[int | None, typer.Option(
-            "--gpu-arch", help="The machine's GPU as 10*major+minor (110 for Thor).")] = None,
+        gpu_arch: Annotated[str | None, typer.Option(
+            "--gpu-arch", help="The machine's GPU (sm_110, 110 or 11.0 for Thor).")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     ) -> None:
@@ -178,7 +189,7 @@ def register(app: typer.Typer) -> None:
         result = guarded(debug, lambda: _record(
             root=root, out=out, name=name or out.resolve().name, description=description,
             python=python, site_packages=site_packages, site_only=site_only, site_at=site_at,
-            composed_from=composed_from, gpu_arch=gpu_arch,
+            composed_from=composed_from, gpu_arch=parse_gpu_arch(gpu_arch),
             command=public_command([
                 "record", *(["--site-only"] if site_only else []),
                 *[arg for option, value in (
