@@ -11,6 +11,7 @@ __all__ = [
     "InvalidElf",
     "InvalidFixture",
     "InvalidLdCache",
+    "InvalidRecipe",
     "InvalidWheel",
     "RecipeError",
     "ResolveError",
@@ -47,10 +48,22 @@ class RecipeError(ResolveError):
     """A recipe file is malformed; carries the file and a dotted field path."""
 
     def __init__(self, message: str, *, file: str = "", field: str = "") -> None:
+        self.message = message
         self.file = file
         self.field = field
         where = ": ".join(part for part in (file, field) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class InvalidRecipe(RecipeError):
+    """A recipe file with one or more problems; `problems` holds each, with file and field."""
+
+    def __init__(self, problems: tuple[RecipeError, ...]) -> None:
+        self.problems = problems
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        first = problems[0] if problems else RecipeError("invalid recipe")
+        ResolveError.__init__(self, f"{first}{more}")
+        self.message, self.file, self.field = first.message, first.file, first.field
 
 
 class ApplyError(ResolveError):

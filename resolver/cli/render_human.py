@@ -28,9 +28,18 @@ if TYPE_CHECKING:
     from resolver.diagnose import Diagnosis
     from resolver.findings.model import Finding
     from resolver.loader.walk import Candidate
+    from resolver.recipes.schema import Recipe, Step
     from resolver.target.rootfs import RootFS
 
-__all__ = ["Line", "diagnosis_lines", "emit", "render_check", "render_diagnosis"]
+__all__ = [
+    "Line",
+    "diagnosis_lines",
+    "emit",
+    "recipe_lines",
+    "recipe_list_lines",
+    "render_check",
+    "render_diagnosis",
+]
 
 # A line is a sequence of (text, rich style or "") segments.
 Line = tuple[tuple[str, str], ...]
@@ -222,3 +231,76 @@ def render_check(results: list[tuple[str, Diagnosis, float]], input_name: str) -
                            f"  blocked by: {name_list(blocking, 6)}" if blocking else "",
                            f"  breaks later: {name_list(later, 6)}" if later else ""))
     emit(lines)
+
+
+def _where(recipe: Recipe) -> str:
+    """The recipe's `applies`, as `arch aarch64; flavour sbsa; cuda >=13,<14`."""
+    applies = recipe.applies
+    parts = [f"{name} {', '.join(sorted(value))}" for name, value in (
+        ("arch", applies.arch), ("flavour", applies.flavour), ("distro", applies.distro))
+        if value]
+    parts += [f"{name} {value}" for name, value in (
+        ("cuda", applies.cuda), ("l4t", applies.l4t), ("jetpack", applies.jetpack),
+        ("distro version", applies.distro_version), ("python", applies.python),
+        ("glibc", applies.glibc)) if value is not None]
+    return "; ".join(parts) or "anywhere"
+
+
+def recipe_list_lines(recipes: Sequence[Recipe]) -> list[Line]:
+    """One line per recipe: id, methods, what it provides, where it applies."""
+    width = max((len(r.id) for r in recipes), default=0)
+    lines = [_line((f"{r.id:<{width}}  ", "bold"),
+                   (f"[{', '.join(m.id for m in r.methods)}] ", "dim"),
+                   f"{', '.join(r.provides.sonames)}  ", (f"({_where(r)})", "dim"))
+             for r in recipes]
+    lines.append(_line((f"{len(recipes)} recipe{'' if len(recipes) == 1 else 's'}", "dim")))
+    return lines
+
+
+def _step_text(step: Step) -> str:  # noqa: PLR0911 - one sentence per kind of step
+    """A step as one line, in the words of its kind."""
+    index = f" --index-url {step.index_url}" if step.index_url else ""
+    match step.kind.value:
+        case "pip":
+            return f"pip install {' '.join(step.requirements)}{index}"
+        case "torch-wheel":
+            return f"replace torch: pip install {' '.join(step.requirements)}{index}"
+        case "apt":
+            source = f" (from {step.repository})" if step.repository else ""
+            return f"apt-get install {' '.join(step.packages)}{source}"
+        case "redist":
+            variant = f", {step.cuda_variant}" if step.cuda_variant else ""
+            return (f"unpack {step.component} {step.version} ({step.platform}{variant}) from "
+                    f"{step.manifest_url} into {step.prefix}; sha256 {step.sha256}, "
+                    f"{step.size} bytes")
+        case "activate":
+            return f"make {step.directory} findable by the loader"
+        case "source-build":
+            env = " ".join(f"{k}={v}" for k, v in step.env)
+            return (f"build {step.repository} at {step.version} with {len(step.commits)} "
+                    f"upstream commit(s); {env}")
+        case _:
+            return (f"not installable here: {step.component} (driver {step.min_branch} or "
+                    f"newer) provides it at {step.where}")
+
+
+def recipe_lines(recipe: Recipe) -> list[Line]:
+    """Everything a recipe says, one fact a line."""
+    lines = [_line((recipe.id, "bold"), f"  {recipe.summary}"),
+             _line(("provides  ", "bold"), ", ".join(recipe.provides.sonames)
+                   + (f" ({recipe.provides.version})" if recipe.provides.version else ""))]
+    if recipe.provides.opens:
+        lines.append(_line(("opens     ", "bold"), ", ".join(recipe.provides.opens)))
+    lines.append(_line(("applies   ", "bold"), _where(recipe)))
+    for number, method in enumerate(recipe.methods, 1):
+        root = " (needs root)" if method.needs_root else ""
+        lines.append(_line((f"method {number}  ", "bold"), f"{method.id}{root}"))
+        lines += [_line(f"  {index}. {_step_text(step)}")
+                  for index, step in enumerate(method.steps, 1)]
+    lines.append(_line(("check     ", "bold"), ", ".join(recipe.check.sonames) or "-"))
+    if recipe.check.python:
+        lines.append(_line("          ", ("python -c " + repr(recipe.check.python), "dim")))
+    if recipe.prefer:
+        lines.append(_line(("prefer    ", "bold"), str(recipe.prefer)))
+    lines += [_line(("source    ", "bold"), source) for source in recipe.sources]
+    return lines

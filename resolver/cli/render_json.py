@@ -22,6 +22,7 @@ from resolver.loader.walk import Candidate
 if TYPE_CHECKING:
     from resolver.diagnose import Diagnosis
     from resolver.findings.model import Finding
+    from resolver.recipes.schema import Recipe, Step
     from resolver.target.platform import Platform
     from resolver.target.rootfs import RootFS
 
@@ -32,6 +33,7 @@ __all__ = [
     "dump",
     "finding_json",
     "platform_json",
+    "recipe_json",
 ]
 
 SCHEMA_VERSION = 2
@@ -153,3 +155,38 @@ def check_json(results: list[tuple[str, Diagnosis, float]], input_name: str, exi
                                if f.severity is Severity.BREAKS_FEATURE],
         } for name, result, _ in results],
     }
+
+
+def recipe_json(recipe: Recipe) -> dict[str, Any]:
+    """A recipe as plain data: specifiers and versions as strings, sets sorted."""
+
+    def text(value: object) -> str | None:
+        return None if value is None else str(value)
+
+    applies = recipe.applies
+    return {
+        "id": recipe.id, "summary": recipe.summary, "sources": list(recipe.sources),
+        "prefer": recipe.prefer,
+        "provides": {"sonames": list(recipe.provides.sonames),
+                     "opens": list(recipe.provides.opens),
+                     "version": text(recipe.provides.version)},
+        "applies": {
+            "arch": sorted(applies.arch), "flavour": sorted(applies.flavour),
+            "distro": sorted(applies.distro), "cuda": text(applies.cuda),
+            "l4t": text(applies.l4t), "jetpack": text(applies.jetpack),
+            "distro_version": text(applies.distro_version), "python": text(applies.python),
+            "glibc": text(applies.glibc)},
+        "methods": [{"id": m.id, "needs_root": m.needs_root,
+                     "steps": [_step_json(s) for s in m.steps]} for m in recipe.methods],
+        "check": {"sonames": list(recipe.check.sonames), "python": recipe.check.python},
+    }
+
+
+def _step_json(step: Step) -> dict[str, Any]:
+    """A step's kind and the fields its kind uses (empty ones left out)."""
+    document: dict[str, Any] = {"kind": step.kind.value}
+    for field in dataclasses.fields(step):
+        value = getattr(step, field.name)
+        if field.name != "kind" and value not in (None, ()):
+            document[field.name] = _plain(value) if field.name != "env" else dict(value)
+    return document
