@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from resolver.diagnose import Diagnosis
     from resolver.findings.model import Finding
     from resolver.loader.walk import Candidate
+    from resolver.recipes.match import Fix
     from resolver.recipes.schema import Recipe, Step
     from resolver.target.rootfs import RootFS
 
@@ -175,9 +176,28 @@ def _candidates(trail: Sequence[Candidate]) -> list[Line]:
     return lines
 
 
-def diagnosis_lines(result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbosity: int,
-                    labels: tuple[str | None, str | None] = (None, None)) -> list[Line]:
-    """The report as lines: target, torch, verdict, findings, and a closing hint."""
+def _fix_line(fix: Fix) -> Line:
+    """Under a finding: the fix `plan` would pick, or why there is none."""
+    if fix.activate is not None:
+        return _line(("    fix: ", "green"), f"make {fix.activate} findable by the loader "
+                     "(the file is there)")
+    chosen = fix.chosen
+    if chosen is not None:
+        return _line(("    fix: ", "green"), (chosen.id, "bold"), f"  {chosen.summary}")
+    if fix.excluded:
+        recipe, why = fix.excluded[0]
+        more = f" (and {len(fix.excluded) - 1} more)" if len(fix.excluded) > 1 else ""
+        return _line(("    no recipe fits this target: ", "yellow"), f"{recipe.id} {why}{more}")
+    present = f" (present: {', '.join(fix.family)})" if fix.family else ""
+    return _line(("    no recipe provides ", "yellow"), f"{fix.wanted}{present}")
+
+
+def diagnosis_lines(  # noqa: PLR0913 - the result, then keyword-only display options
+    result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbosity: int,
+    labels: tuple[str | None, str | None] = (None, None), fixes: Sequence[Fix] = (),
+) -> list[Line]:
+    """The report as lines: target, torch, verdict, findings with their fixes, a closing hint."""
+    fix_of = {id(fix.finding): fix for fix in fixes}
     lines = _target_lines(result, rootfs, labels)
     lines += [(), _verdict(result)]
     if result.findings:
@@ -188,6 +208,8 @@ def diagnosis_lines(result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbos
     shown: dict[tuple[tuple[str, str], ...], str] = {}
     for finding in result.findings:
         lines.append(_finding_line(finding))
+        if id(finding) in fix_of:
+            lines.append(_fix_line(fix_of[id(finding)]))
         if verbosity == 0 or not isinstance(finding, LibraryFinding):
             continue
         # Sonames searched in the same directories differ only in the file name: say it once.
@@ -212,11 +234,11 @@ def diagnosis_lines(result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbos
 
 def render_diagnosis(  # noqa: PLR0913 - three inputs, then keyword-only display options
     result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbosity: int,
-    fixture: str | None = None, torch_fixture: str | None = None,
+    fixture: str | None = None, torch_fixture: str | None = None, fixes: Sequence[Fix] = (),
 ) -> None:
     """Print a diagnosis (see the module's docstring for the views)."""
     emit(diagnosis_lines(result, rootfs, exit_code, verbosity=verbosity,
-                         labels=(fixture, torch_fixture)))
+                         labels=(fixture, torch_fixture), fixes=fixes))
 
 
 def render_check(results: list[tuple[str, Diagnosis, float]], input_name: str) -> None:

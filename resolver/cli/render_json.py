@@ -20,8 +20,11 @@ from resolver.elf.facts import GpuCode
 from resolver.loader.walk import Candidate
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from resolver.diagnose import Diagnosis
     from resolver.findings.model import Finding
+    from resolver.recipes.match import Fix
     from resolver.recipes.schema import Recipe, Step
     from resolver.target.platform import Platform
     from resolver.target.rootfs import RootFS
@@ -32,6 +35,7 @@ __all__ = [
     "diagnosis_json",
     "dump",
     "finding_json",
+    "fixes_json",
     "platform_json",
     "recipe_json",
 ]
@@ -92,9 +96,19 @@ def platform_json(platform: Platform) -> dict[str, Any]:
     }
 
 
-def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,
-                   fixture: str | None = None, torch_fixture: str | None = None
-                   ) -> dict[str, Any]:
+def fixes_json(result: Diagnosis, fixes: Sequence[Fix]) -> list[dict[str, Any]]:
+    """Each fix, pointing at its finding by index in `findings`."""
+    index = {id(f): n for n, f in enumerate(result.findings)}
+    return [{"finding": index[id(fix.finding)], "wanted": fix.wanted,
+             "recipes": [r.id for r in fix.recipes],
+             "excluded": [{"recipe": r.id, "why": why} for r, why in fix.excluded],
+             "activate": fix.activate, "family": list(fix.family)}
+            for fix in fixes if id(fix.finding) in index]
+
+
+def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,  # noqa: PLR0913
+                   fixture: str | None = None, torch_fixture: str | None = None,
+                   fixes: Sequence[Fix] = ()) -> dict[str, Any]:
     """The `diagnose` envelope."""
     torch = result.torch
     counts: dict[str, int] = {}
@@ -136,6 +150,7 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,
             for o in result.objects
         ],
         "findings": [finding_json(f) for f in result.findings],
+        "fixes": fixes_json(result, fixes),
     }
 
 

@@ -22,6 +22,7 @@ from resolver.sources import Source
 
 if TYPE_CHECKING:
     from resolver.diagnose import Diagnosis
+    from resolver.recipes.match import Fix
     from resolver.target.rootfs import RootFS
 
 __all__ = ["detect_python_site", "exit_code_of", "make_source", "register", "run_diagnose"]
@@ -120,6 +121,29 @@ def run_diagnose(source: Source) -> tuple[Diagnosis, RootFS]:
         return diagnose_source(opened), opened.rootfs
 
 
+def match_fixes(result: Diagnosis, folder: Path | None) -> tuple[Fix, ...]:
+    """The fix of every finding, from the recipes in `folder` (default: the shipped ones).
+
+    Raises:
+        RecipeError: a recipe is invalid, or the folder cannot be read.
+
+    """
+    from resolver.cli.result_cache import active_witness  # noqa: PLC0415
+    from resolver.recipes.database import load_database  # noqa: PLC0415
+    from resolver.recipes.match import match_findings, target_of  # noqa: PLC0415
+    from resolver.shipped_data import recipes_root  # noqa: PLC0415
+
+    folder = folder or recipes_root()
+    witness = active_witness()
+    if witness is not None:  # the recipes decide the fixes shown: a changed one is a miss
+        witness.saw(str(folder))
+        for path in sorted(folder.glob("*.toml")):
+            witness.saw(str(path))
+    recipes = load_database(folder)
+    target = target_of(result.platform, result.torch.cuda if result.torch else None)
+    return match_findings(result.findings, recipes, target)
+
+
 def exit_code_of(result: Diagnosis) -> ExitCode:
     """0 when nothing blocks `import torch`, 1 when something does."""
     return ExitCode.FINDINGS if result.blocks_import else ExitCode.OK
@@ -168,6 +192,9 @@ def register(app: typer.Typer) -> None:
             "--no-cache", help="Neither read nor keep ELF facts or whole results (fixtures are "
             "still materialised under the cache folder).",
         )] = False,
+        recipes: Annotated[Path | None, typer.Option(
+            "--recipes", help="The recipe folder fixes come from (default: the shipped one).",
+        )] = None,
         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     ) -> None:
         """What will fail to load on the target, why, and whether it breaks `import torch`."""
@@ -177,15 +204,16 @@ def register(app: typer.Typer) -> None:
                              ld_library_path=ld_library_path, gpu_arch=gpu_arch,
                              no_cache=no_cache, fixture=fixture, torch_fixture=torch_fixture)
         result, rootfs = guarded(debug, lambda: run_diagnose(source))
+        fixes = guarded(debug, lambda: match_fixes(result, recipes))
         code = exit_code_of(result)
         if as_json:
             from resolver.cli.render_json import diagnosis_json, dump  # noqa: PLC0415
 
             sys.stdout.write(dump(diagnosis_json(result, rootfs, code, fixture=fixture,
-                                                torch_fixture=torch_fixture)))
+                                                torch_fixture=torch_fixture, fixes=fixes)))
         else:
             from resolver.cli.render_human import render_diagnosis  # noqa: PLC0415
 
             render_diagnosis(result, rootfs, code, verbosity=verbose, fixture=fixture,
-                             torch_fixture=torch_fixture)
+                             torch_fixture=torch_fixture, fixes=fixes)
         raise typer.Exit(int(code))
