@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["build_app", "main"]
 
 
-_COMMANDS = ("diagnose", "record", "check", "recipes")
+_COMMANDS = ("diagnose", "plan", "record", "check", "recipes")
 
 
 def build_app(only: str | None = None) -> typer.Typer:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from resolver.diagnose import Diagnosis
     from resolver.findings.model import Finding
     from resolver.loader.walk import Candidate
+    from resolver.plan import Plan
     from resolver.recipes.match import Fix
     from resolver.recipes.schema import Recipe, Step
     from resolver.target.rootfs import RootFS
@@ -36,6 +37,7 @@ __all__ = [
     "Line",
     "diagnosis_lines",
     "emit",
+    "plan_lines",
     "recipe_lines",
     "recipe_list_lines",
     "render_check",
@@ -325,4 +327,25 @@ def recipe_lines(recipe: Recipe) -> list[Line]:
     if recipe.prefer:
         lines.append(_line(("prefer    ", "bold"), str(recipe.prefer)))
     lines += [_line(("source    ", "bold"), source) for source in recipe.sources]
+    return lines
+
+
+def plan_lines(plan: Plan) -> list[Line]:
+    """Each action numbered, with what it does and its exact commands; then what is left."""
+    import shlex  # noqa: PLC0415
+
+    lines: list[Line] = []
+    for number, action in enumerate(plan.actions, 1):
+        root = "  (root)" if action.needs_root else ""
+        lines.append(_line((f"{number}. ", "bold"), (action.recipe, "bold"),
+                           (f" [{action.kind.value}] ", "dim"), action.effect,
+                           (f"  for {', '.join(action.fixes)}{root}", "dim")))
+        lines += [_line("     $ ", (shlex.join(argv), "cyan")) for argv in action.argv]
+    if not plan.actions:
+        lines.append(_line(("nothing to do", "bold")))
+    if plan.deferred:
+        lines.append(_line(("then: ", "bold"), "re-diagnose the new torch; the old one also "
+                           f"missed {name_list(plan.deferred, 4)}"))
+    for wanted, why in plan.unfixable:
+        lines.append(_line(("✗ not fixed: ", "bold red"), f"{wanted}: {why}"))
     return lines

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from resolver.diagnose import Diagnosis
     from resolver.findings.model import Finding
+    from resolver.plan import Plan
     from resolver.recipes.match import Fix
     from resolver.recipes.schema import Recipe, Step
     from resolver.target.platform import Platform
@@ -36,6 +37,7 @@ __all__ = [
     "dump",
     "finding_json",
     "fixes_json",
+    "plan_json",
     "platform_json",
     "recipe_json",
 ]
@@ -181,7 +183,7 @@ def recipe_json(recipe: Recipe) -> dict[str, Any]:
     applies = recipe.applies
     return {
         "id": recipe.id, "summary": recipe.summary, "sources": list(recipe.sources),
-        "prefer": recipe.prefer,
+        "prefer": recipe.prefer, "needs": list(recipe.needs),
         "provides": {"sonames": list(recipe.provides.sonames),
                      "opens": list(recipe.provides.opens),
                      "version": text(recipe.provides.version)},
@@ -205,3 +207,16 @@ def _step_json(step: Step) -> dict[str, Any]:
         if field.name != "kind" and value not in (None, ()):
             document[field.name] = _plain(value) if field.name != "env" else dict(value)
     return document
+
+
+def plan_json(plan: Plan, exit_code: int) -> dict[str, Any]:
+    """The `plan` envelope: the actions in order, with their exact argument lists."""
+    return {
+        "schema": SCHEMA_VERSION, "command": "plan", "exit_code": exit_code,
+        "actions": [{"recipe": a.recipe, "method": a.method, "kind": a.kind.value,
+                     "argv": [list(argv) for argv in a.argv], "effect": a.effect,
+                     "writes": list(a.writes), "needs_root": a.needs_root,
+                     "fixes": list(a.fixes)} for a in plan.actions],
+        "unfixable": [{"wanted": wanted, "why": why} for wanted, why in plan.unfixable],
+        "deferred": list(plan.deferred),
+    }

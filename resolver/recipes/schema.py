@@ -142,6 +142,7 @@ class Recipe:
     methods: tuple[Method, ...]
     check: Check
     prefer: int = 0  # among recipes providing one soname under overlapping constraints
+    needs: tuple[str, ...] = ()  # sonames its libraries need from other recipes (plan order)
 
 
 _TOML_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "an array",
@@ -448,6 +449,7 @@ def parse_recipe(recipe_id: str, data: Mapping[str, Any], *, file: str) -> Recip
     if not sources:
         errors.add("sources", "a recipe cites at least one public source (https URL)")
     prefer = top.get("prefer", int, 0)
+    needs = top.strings("needs", _soname)
     provides = _provides(top, errors)
     applies = _applies(top, errors)
     methods = _methods(top, errors)
@@ -456,4 +458,4 @@ def parse_recipe(recipe_id: str, data: Mapping[str, Any], *, file: str) -> Recip
     if errors.errors:
         raise InvalidRecipe(tuple(errors.errors))
     return Recipe(id=recipe_id, summary=summary, sources=sources, provides=provides,
-                  applies=applies, methods=methods, check=check, prefer=prefer)
+                  applies=applies, methods=methods, check=check, prefer=prefer, needs=needs)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from resolver.cli import options as opt  # noqa: TC001 - typer reads the annotations at run time
 from resolver.cli.errors import ExitCode, fail, guarded, parse_gpu_arch
 from resolver.sources import Source
 
@@ -25,7 +26,15 @@ if TYPE_CHECKING:
     from resolver.recipes.match import Fix
     from resolver.target.rootfs import RootFS
 
-__all__ = ["detect_python_site", "exit_code_of", "make_source", "register", "run_diagnose"]
+__all__ = [
+    "Source",
+    "detect_python_site",
+    "exit_code_of",
+    "make_source",
+    "match_fixes",
+    "register",
+    "run_diagnose",
+]
 
 
 def detect_python_site(python: str) -> tuple[str, tuple[str, ...], str]:
@@ -154,48 +163,22 @@ def register(app: typer.Typer) -> None:
 
     @app.command("diagnose")
     def diagnose_command(
-        python: Annotated[str | None, typer.Option(
-            "--python", help="Diagnose the torch of this interpreter (default: the current one).",
-        )] = None,
-        site_packages: Annotated[Path | None, typer.Option(
-            "--site-packages", help="Diagnose the torch installed in this directory.",
-        )] = None,
-        wheel: Annotated[Path | None, typer.Option(
-            "--wheel", help="Diagnose a torch wheel, read from the zip without extracting it.",
-        )] = None,
-        root: Annotated[Path | None, typer.Option(
-            "--root", help="The target's root filesystem (default: this machine's /).",
-        )] = None,
-        fixture: Annotated[str | None, typer.Option(
-            "--fixture", help="A recorded target instead of --root: a bundled name "
-            "(thor-jp7.0, orin-jp6.2) or a fixture directory.",
-        )] = None,
-        torch_fixture: Annotated[str | None, typer.Option(
-            "--torch-fixture", help="A recorded torch install to diagnose (a bundled name such "
-            "as torch-2.11.0-aarch64, or a fixture directory).",
-        )] = None,
-        ld_library_path: Annotated[str | None, typer.Option(
-            "--ld-library-path", help="The target's LD_LIBRARY_PATH (default: this shell's for "
-            "/, empty for another root).",
-        )] = None,
-        gpu_arch: Annotated[str | None, typer.Option(
-            "--gpu-arch", help="The target GPU (sm_110, 87, ...); default: from the L4T release.",
-        )] = None,
-        as_json: Annotated[bool, typer.Option(
-            "--json", help="Print JSON instead of tables.",
-        )] = False,
+        python: opt.Python = None,
+        site_packages: opt.SitePackages = None,
+        wheel: opt.Wheel = None,
+        root: opt.Root = None,
+        fixture: opt.Fixture = None,
+        torch_fixture: opt.TorchFixture = None,
+        ld_library_path: opt.LdLibraryPath = None,
+        gpu_arch: opt.GpuArch = None,
+        as_json: opt.Json = False,
         verbose: Annotated[int, typer.Option(
             "--verbose", "-v", count=True, metavar="",
             help="-v: where the loader looked for each finding; -vv: every path it tried.",
         )] = 0,
-        no_cache: Annotated[bool, typer.Option(
-            "--no-cache", help="Neither read nor keep ELF facts or whole results (fixtures are "
-            "still materialised under the cache folder).",
-        )] = False,
-        recipes: Annotated[Path | None, typer.Option(
-            "--recipes", help="The recipe folder fixes come from (default: the shipped one).",
-        )] = None,
-        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+        no_cache: opt.NoCache = False,
+        recipes: opt.Recipes = None,
+        debug: opt.Debug = False,
     ) -> None:
         """What will fail to load on the target, why, and whether it breaks `import torch`."""
         if verbose > 2:

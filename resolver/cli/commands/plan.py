@@ -1,0 +1,115 @@
+"""`jetson-resolve plan`: the ordered fix steps, as the exact commands `apply` will run.
+
+It diagnoses as `diagnose` does, matches every finding to the recipes that fit the target, and
+prints the plan (`resolver.plan`); it changes nothing and reads no network. With `--offline
+--wheelhouse DIR`, pip steps resolve against DIR only, and a requirement DIR lacks is named.
+Exit 0 when the plan fixes every finding it can see, 1 when something is left unfixable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path  # noqa: TC003 - typer reads the annotations at run time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from resolver.cli import options as opt  # noqa: TC001 - typer reads the annotations at run time
+from resolver.cli.errors import ExitCode, fail, guarded
+
+if TYPE_CHECKING:
+    from resolver.cli.commands.diagnose import Source
+    from resolver.diagnose import Diagnosis
+    from resolver.plan import PlanOptions
+
+__all__ = ["plan_options", "register"]
+
+_PREFER = ("pip", "apt", "redist")
+
+
+def plan_options(
+    result: Diagnosis, source: Source, *, prefer: str | None, no_root: bool,
+    wheelhouse: Path | None, source_build: bool,
+) -> PlanOptions:
+    """The plan's options from the diagnosis and the command line.
+
+    On the live root the commands name this interpreter (or `--python`); on another root or a
+    fixture they name the target's own `python3`, and pip installs go into the torch's site.
+    """
+    from resolver.plan import PlanOptions  # noqa: PLC0415
+    from resolver.recipes.schema import StepKind  # noqa: PLC0415
+
+    wheels: tuple[str, ...] = ()
+    if wheelhouse is not None:
+        if not wheelhouse.is_dir():
+            raise fail(f"--wheelhouse {wheelhouse}: not a directory")
+        wheels = tuple(sorted(p.name for p in wheelhouse.iterdir() if p.suffix == ".whl"))
+    root = "/" if source.live or source.fixture is not None else os.path.abspath(source.root)
+    python = sys.executable if source.live else "python3"
+    return PlanOptions(
+        python=python, site=result.torch.site if result.torch else "/", root=root,
+        triplet=result.platform.multiarch, prefer=StepKind(prefer) if prefer else None,
+        no_root=no_root, wheelhouse=str(wheelhouse.resolve()) if wheelhouse else None,
+        wheels=wheels, source_build=source_build)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+
+    @app.command("plan")
+    def plan_command(
+        python: opt.Python = None,
+        site_packages: opt.SitePackages = None,
+        wheel: opt.Wheel = None,
+        root: opt.Root = None,
+        fixture: opt.Fixture = None,
+        torch_fixture: opt.TorchFixture = None,
+        ld_library_path: opt.LdLibraryPath = None,
+        gpu_arch: opt.GpuArch = None,
+        recipes: opt.Recipes = None,
+        prefer: Annotated[str | None, typer.Option(
+            "--prefer", help="Use pip, apt or redist first where a recipe offers it.")] = None,
+        offline: Annotated[bool, typer.Option(
+            "--offline", help="pip resolves against --wheelhouse only.")] = False,
+        wheelhouse: Annotated[Path | None, typer.Option(
+            "--wheelhouse", help="With --offline: the folder of wheels pip may use.")] = None,
+        no_root: Annotated[bool, typer.Option(
+            "--no-root", help="Only steps an unprivileged user can take in the environment.",
+        )] = False,
+        source_build: Annotated[bool, typer.Option(
+            "--source-build", help="Allow building torch from source.")] = False,
+        no_cache: opt.NoCache = False,
+        as_json: opt.Json = False,
+        debug: opt.Debug = False,
+    ) -> None:
+        """The ordered steps that fix what diagnose finds, as exact commands; changes nothing."""
+        from resolver.cli.commands.diagnose import (  # noqa: PLC0415
+            make_source,
+            match_fixes,
+            run_diagnose,
+        )
+        from resolver.plan import make_plan  # noqa: PLC0415
+
+        if prefer is not None and prefer not in _PREFER:
+            raise fail(f"--prefer: expected one of {', '.join(_PREFER)}, got {prefer!r}")
+        if offline != (wheelhouse is not None):
+            raise fail("give --offline and --wheelhouse DIR together")
+        source = make_source(python=python, site_packages=site_packages, wheel=wheel, root=root,
+                             ld_library_path=ld_library_path, gpu_arch=gpu_arch,
+                             no_cache=no_cache, fixture=fixture, torch_fixture=torch_fixture)
+        result, _ = guarded(debug, lambda: run_diagnose(source))
+        fixes = guarded(debug, lambda: match_fixes(result, recipes))
+        options = plan_options(result, source, prefer=prefer, no_root=no_root,
+                               wheelhouse=wheelhouse, source_build=source_build)
+        plan = make_plan(fixes, options)
+        code = ExitCode.FINDINGS if plan.unfixable else ExitCode.OK
+        if as_json:
+            from resolver.cli.render_json import dump, plan_json  # noqa: PLC0415
+
+            sys.stdout.write(dump(plan_json(plan, int(code))))
+        else:
+            from resolver.cli.render_human import emit, plan_lines  # noqa: PLC0415
+
+            emit(plan_lines(plan))
+        raise typer.Exit(int(code))

@@ -1,0 +1,54 @@
+"""The options every command that reads a torch on a target shares, declared once.
+
+`diagnose` and `plan` (and later `apply`) take the same inputs: which torch, on which target,
+with which loader path and GPU, fixed from which recipes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = [
+    "Debug",
+    "Fixture",
+    "GpuArch",
+    "Json",
+    "LdLibraryPath",
+    "NoCache",
+    "Python",
+    "Recipes",
+    "Root",
+    "SitePackages",
+    "TorchFixture",
+    "Wheel",
+]
+
+Python = Annotated[str | None, typer.Option(
+    "--python", help="The torch of this interpreter (default: the current one).")]
+SitePackages = Annotated[Path | None, typer.Option(
+    "--site-packages", help="The torch installed in this directory.")]
+Wheel = Annotated[Path | None, typer.Option(
+    "--wheel", help="A torch wheel, read from the zip without extracting it.")]
+Root = Annotated[Path | None, typer.Option(
+    "--root", help="The target's root filesystem (default: this machine's /).")]
+Fixture = Annotated[str | None, typer.Option(
+    "--fixture", help="A recorded target instead of --root: a bundled name (thor-jp7.0, "
+    "orin-jp6.2) or a fixture directory.")]
+TorchFixture = Annotated[str | None, typer.Option(
+    "--torch-fixture", help="A recorded torch install (a bundled name such as "
+    "torch-2.11.0-aarch64, or a fixture directory).")]
+LdLibraryPath = Annotated[str | None, typer.Option(
+    "--ld-library-path", help="The target's LD_LIBRARY_PATH (default: this shell's for /, empty "
+    "for another root).")]
+GpuArch = Annotated[str | None, typer.Option(
+    "--gpu-arch", help="The target GPU (sm_110, 87, ...); default: from the L4T release.")]
+NoCache = Annotated[bool, typer.Option(
+    "--no-cache", help="Neither read nor keep ELF facts or whole results (fixtures are still "
+    "materialised under the cache folder).")]
+Recipes = Annotated[Path | None, typer.Option(
+    "--recipes", help="The recipe folder fixes come from (default: the shipped one).")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]

@@ -1,0 +1,302 @@
+"""The plan: the ordered, de-duplicated steps that fix a diagnosis, as the commands `apply` runs.
+
+A pure function of the fixes (`resolver.recipes.match`), the target and the options: it reads
+no network and no file. Each chosen recipe contributes the steps of one method — the first
+whose kinds include the `prefer`red one, else its first — and a recipe chosen for several
+findings contributes them once. A soname that exists under the root off every search path gets
+its folder activated instead. Recipes run after the recipes providing what they `need`
+(cuDSS and cuDNN need `libcublas.so.13`). What no recipe can fix (nothing provides it, or only
+the driver's JetPack component can) is listed, never guessed.
+
+Activation: as root, a file in `/etc/ld.so.conf.d` and `ldconfig` (`-r ROOT` for another root);
+without root (`no_root`), the folder is added to the DT_RPATH of each object that needs the
+soname with `patchelf --force-rpath --add-rpath`, since torch's libraries carry DT_RPATH, which
+their dependencies inherit and LD_LIBRARY_PATH cannot override (FACTS.md, "How torch wheels find
+them"); both are undone exactly, and both are seen by a re-diagnosis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from resolver.recipes.schema import StepKind
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from resolver.recipes.match import Fix
+    from resolver.recipes.schema import Method, Recipe, Step
+
+__all__ = ["Action", "Plan", "PlanOptions", "make_plan"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanOptions:
+    """How to plan: the target's interpreter and site, and what the user allows."""
+
+    python: str  # the target interpreter, as the plan's commands name it
+    site: str  # the torch's site-packages, in the root's namespace
+    root: str = "/"  # the target root (host path); "/" is the live machine
+    triplet: str | None = None  # the target's multiarch triplet
+    prefer: StepKind | None = None  # pip, apt or redist first when a recipe offers it
+    no_root: bool = False  # only steps an unprivileged user can take inside the environment
+    wheelhouse: str | None = None  # offline: pip resolves against this folder only
+    wheels: tuple[str, ...] = ()  # the wheel file names in the wheelhouse
+    source_build: bool = False  # allow a torch source build
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Action:
+    """One step of the plan: the command it runs (or what it does, when it is no command)."""
+
+    recipe: str  # the recipe id, or "activate" for a folder found under the root
+    method: str
+    kind: StepKind
+    argv: tuple[tuple[str, ...], ...]  # the exact argument lists, in order
+    effect: str  # what it changes, in words
+    writes: tuple[str, ...] = ()  # files it creates (in the root's namespace)
+    needs_root: bool = False
+    fixes: tuple[str, ...] = ()  # the sonames (or torch) it is there for
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """The whole fix, and what it cannot fix."""
+
+    actions: tuple[Action, ...]
+    unfixable: tuple[tuple[str, str], ...]  # (what is wanted, why no step fixes it)
+    deferred: tuple[str, ...] = ()  # findings of a torch the plan replaces: re-diagnosed after
+
+
+def _expand(text: str, options: PlanOptions, prefix: str | None) -> str:
+    return (text.replace("{site}", options.site).replace("{prefix}", prefix or "{prefix}")
+            .replace("{triplet}", options.triplet or "{triplet}"))
+
+
+def _pip_argv(options: PlanOptions, requirements: Sequence[str], index_url: str | None,
+              *, upgrade: bool = False) -> tuple[str, ...]:
+    argv = [options.python, "-m", "pip", "install"]
+    if options.root != "/":
+        argv += ["--target", posixpath.join(options.root, options.site.lstrip("/"))]
+    if upgrade:
+        argv += ["--upgrade", "--no-deps"]
+    if options.wheelhouse is not None:
+        argv += ["--no-index", "--find-links", options.wheelhouse]
+    elif index_url:
+        argv += ["--index-url", index_url]
+    return (*argv, *requirements)
+
+
+def _activation(directory: str, name: str, options: PlanOptions, requesters: Sequence[str]
+                ) -> tuple[tuple[tuple[str, ...], ...], str, tuple[str, ...], bool]:
+    """(argv lists, effect, files written, needs root) to make `directory` findable."""
+    if options.no_root:
+        argv = tuple(("patchelf", "--force-rpath", "--add-rpath", directory, path)
+                     for path in requesters if path != "python")
+        return argv, f"add {directory} to the DT_RPATH of {len(argv)} object(s)", (), False
+    conf = f"/etc/ld.so.conf.d/jetson-resolve-{name}.conf"
+    ldconfig = ("ldconfig",) if options.root == "/" else ("ldconfig", "-r", options.root)
+    return ((ldconfig,), f"write {conf} naming {directory}, then rebuild ld.so.cache", (conf,),
+            True)
+
+
+def _step_action(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
+                 fix: Fix) -> Action:
+    """The action of one recipe step, with its exact commands."""
+    prefix = next((s.prefix for s in method.steps if s.kind is StepKind.REDIST), None)
+
+    def action(argv: tuple[tuple[str, ...], ...], effect: str, writes: tuple[str, ...] = (),
+               *, needs_root: bool = method.needs_root) -> Action:
+        return Action(recipe=recipe.id, method=method.id, kind=step.kind, argv=argv,
+                      effect=effect, writes=writes, needs_root=needs_root, fixes=(fix.wanted,))
+
+    if step.kind in (StepKind.PIP, StepKind.TORCH_WHEEL):
+        upgrade = step.kind is StepKind.TORCH_WHEEL
+        argv = _pip_argv(options, step.requirements, step.index_url, upgrade=upgrade)
+        what = "replace torch with" if upgrade else "install"
+        return action((argv,), f"{what} {', '.join(step.requirements)}")
+    if step.kind is StepKind.APT:
+        if options.root == "/":
+            return action((("apt-get", "install", "-y", *step.packages),),
+                          f"install {', '.join(step.packages)}")
+        return action((("apt-get", "download", *step.packages),),
+                      f"download {', '.join(step.packages)} and unpack them into "
+                      f"{options.root} (dpkg-deb -x), recording every file")
+    if step.kind is StepKind.ACTIVATE:
+        directory = _expand(step.directory or "", options, prefix)
+        requesters = getattr(fix.finding, "requested_by", ())
+        argv_lists, effect, writes, root = _activation(directory, recipe.id, options, requesters)
+        return action(argv_lists, effect, writes, needs_root=root)
+    return action((), _effect(step, options))
+
+
+def _effect(step: Step, options: PlanOptions) -> str:
+    """What a step that runs no single command does, in words."""
+    if step.kind is StepKind.REDIST:
+        variant = f" {step.cuda_variant}" if step.cuda_variant else ""
+        return (f"download {step.component} {step.version} for {step.platform}{variant} as "
+                f"listed in {step.manifest_url} (sha256 {step.sha256}, {step.size} bytes), "
+                f"check it, and unpack it into {_expand(step.prefix or '', options, None)}")
+    if step.kind is StepKind.SOURCE_BUILD:
+        env = " ".join(f"{k}={v}" for k, v in step.env)
+        return (f"build torch from {step.repository} at {step.version} with "
+                f"{len(step.commits)} upstream commit(s) cherry-picked; {env}")
+    return f"{step.component}: driver {step.min_branch} or newer"
+
+
+def _method(recipe: Recipe, options: PlanOptions) -> Method | None:
+    """The method to use: allowed without root when asked, the preferred kind first."""
+    allowed = [m for m in recipe.methods if not (options.no_root and m.needs_root)]
+    preferred = [m for m in allowed
+                 if options.prefer is not None and any(s.kind is options.prefer for s in m.steps)]
+    candidates = preferred or allowed
+    return candidates[0] if candidates else None
+
+
+def _missing_wheels(method: Method, options: PlanOptions) -> list[str]:
+    """The requirements of pip steps that no wheel in the wheelhouse satisfies."""
+    if options.wheelhouse is None:
+        return []
+    have: dict[str, list[str]] = {}
+    for name in options.wheels:
+        try:
+            dist, version, _, _ = parse_wheel_filename(name)
+        except ValueError:
+            continue
+        have.setdefault(str(dist), []).append(str(version))
+    missing = []
+    for step in method.steps:
+        if step.kind not in (StepKind.PIP, StepKind.TORCH_WHEEL):
+            continue
+        for text in step.requirements:
+            requirement = Requirement(text)
+            versions = have.get(str(canonicalize_name(requirement.name)), [])
+            if not any(requirement.specifier.contains(v, prereleases=True) for v in versions):
+                missing.append(text)
+    return missing
+
+
+def _ordered(chosen: dict[str, tuple[Recipe, Method, Fix]]) -> list[str]:
+    """Recipe ids, each after the chosen recipes providing what it needs (stable otherwise)."""
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(rid: str) -> None:
+        if rid in order or rid in visiting:
+            return
+        visiting.add(rid)
+        recipe = chosen[rid][0]
+        for other, (candidate, _, _) in chosen.items():
+            if other != rid and any(fnmatch.fnmatchcase(need, pattern)
+                                    for need in recipe.needs
+                                    for pattern in candidate.provides.sonames):
+                visit(other)
+        order.append(rid)
+
+    for rid in chosen:
+        visit(rid)
+    return order
+
+
+def make_plan(fixes: Sequence[Fix], options: PlanOptions) -> Plan:
+    """The plan that applies the fixes (see the module docstring).
+
+    When torch itself cannot run here and a recipe replaces it, the plan is that replacement
+    alone: what the old torch needed no longer matters, and what the new one needs is found by
+    the re-diagnosis that follows it.
+    """
+    for fix in fixes:
+        if fix.wanted != "torch":
+            continue
+        replacement: dict[str, tuple[Recipe, Method, Fix]] = {}
+        rid, _ = _choose(fix, options, replacement)
+        if rid is not None:
+            recipe, method, _ = replacement[rid]
+            actions = [_step_action(recipe, method, step, options, fix) for step in method.steps]
+            others = tuple(dict.fromkeys(f.wanted for f in fixes if f.wanted != "torch"))
+            return Plan(actions=tuple(actions), unfixable=(), deferred=others)
+    chosen: dict[str, tuple[Recipe, Method, Fix]] = {}
+    wanted_by: dict[str, list[str]] = {}
+    activations: list[Action] = []
+    unfixable: list[tuple[str, str]] = []
+    for fix in fixes:
+        if fix.activate is not None:
+            argv, effect, writes, root = _activation(
+                fix.activate, re.sub(r"[^a-z0-9]+", "-", fix.activate.lower()).strip("-"),
+                options, getattr(fix.finding, "requested_by", ()))
+            activations.append(Action(recipe="activate", method="activate",
+                                      kind=StepKind.ACTIVATE, argv=argv, effect=effect,
+                                      writes=writes, needs_root=root, fixes=(fix.wanted,)))
+            continue
+        rid, reason = _choose(fix, options, chosen)
+        if rid is None:
+            unfixable.append((fix.wanted, reason))
+        else:
+            wanted_by.setdefault(rid, []).append(fix.wanted)
+    actions = list(activations)
+    for rid in _ordered(chosen):
+        recipe, method, fix = chosen[rid]
+        for step in method.steps:
+            action = _step_action(recipe, method, step, options, fix)
+            actions.append(dataclasses.replace(
+                action, fixes=tuple(wanted_by.get(rid, ())) or action.fixes))
+    return Plan(actions=tuple(_dedup(actions)), unfixable=tuple(unfixable))
+
+
+def _dedup(actions: Sequence[Action]) -> list[Action]:
+    """Drop an action an earlier one already is; rebuild ld.so.cache once, after the last file."""
+    seen: set[tuple[object, ...]] = set()
+    out: list[Action] = []
+    for action in actions:
+        key = (action.kind, action.argv, action.writes, action.effect)
+        if key not in seen:
+            seen.add(key)
+            out.append(action)
+    conf_writers = [n for n, a in enumerate(out) if a.writes and a.argv]
+    for n in conf_writers[:-1]:
+        out[n] = dataclasses.replace(out[n], argv=(), effect=out[n].effect.replace(
+            ", then rebuild ld.so.cache", " (ld.so.cache is rebuilt after the last one)"))
+    return out
+
+
+def _choose(fix: Fix, options: PlanOptions, chosen: dict[str, tuple[Recipe, Method, Fix]]
+            ) -> tuple[str | None, str]:
+    """Pick the recipe and method for `fix` into `chosen`: (its id, "") or (None, why not)."""
+    reasons = []
+    for recipe in fix.recipes:
+        if recipe.id in chosen:
+            return recipe.id, ""
+        if any(s.kind is StepKind.SOURCE_BUILD for m in recipe.methods for s in m.steps) and (
+                not options.source_build):
+            reasons.append(f"{recipe.id} builds torch from source (--source-build allows it)")
+            continue
+        method = _method(recipe, options)
+        if method is None:
+            reasons.append(f"{recipe.id} needs root (--no-root)")
+            continue
+        if any(s.kind is StepKind.DRIVER for s in method.steps):
+            driver = next(s for s in method.steps if s.kind is StepKind.DRIVER)
+            return None, (f"the NVIDIA driver is not installable by a recipe: "
+                          f"{driver.component} (driver {driver.min_branch} or newer) provides "
+                          f"it at {driver.where}")
+        lacking = _missing_wheels(method, options)
+        if lacking:
+            reasons.append(f"{recipe.id}: the wheelhouse lacks {', '.join(lacking)}")
+            continue
+        chosen[recipe.id] = (recipe, method, fix)
+        return recipe.id, ""
+    if reasons:
+        return None, "; ".join(reasons)
+    if fix.excluded:
+        recipe, why = fix.excluded[0]
+        return None, f"no recipe fits this target ({recipe.id} {why})"
+    present = f" (present: {', '.join(fix.family)})" if fix.family else ""
+    return None, f"no recipe provides {fix.wanted}{present}"

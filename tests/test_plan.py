@@ -1,0 +1,117 @@
+"""`plan` on the bundled Thor and Orin fixtures with a recipe folder written here: the order,
+one action per recipe, one ldconfig, root and no-root activation, the wheelhouse, a torch
+replacement first; and the JSON its schema allows."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cli_helpers import run_cli, validate
+from test_match import TORCH, _recipe
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _plan(tmp_path: Path, fixture: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    run = run_cli("plan", "--fixture", fixture, "--torch-fixture", TORCH, "--json",
+                  "--recipes", str(tmp_path / "recipes"), *extra)
+    document = run.json()
+    validate("plan", document)
+    return run.code, document
+
+
+def _folder(tmp_path: Path) -> None:
+    folder = tmp_path / "recipes"
+    sbsa = 'flavour = ["sbsa"]\ncuda = ">=13,<14"'
+    _recipe(folder, "comm-pip", sonames='"libnccl.so.2", "libnvshmem_host.so.3"', applies=sbsa,
+            step='kind = "pip"\nrequirements = ["nvidia-nccl-cu13==2.27.7", '
+                 '"nvidia-nvshmem-cu13==3.4.5"]')
+    _recipe(folder, "sparse-apt", sonames='"libcusparseLt.so.0"', applies=sbsa, prefer=1,
+            step='kind = "apt"\npackages = ["libcusparselt0-cuda-13"]')
+    (folder / "sparse-apt.toml").write_text((folder / "sparse-apt.toml").read_text().replace(
+        'id = "m"', 'id = "m"\nneeds_root = true').replace(
+        "prefer = 1\n", 'prefer = 1\nneeds = ["libnccl.so.2"]\n') + (
+        '[[methods.steps]]\nkind = "activate"\n'
+        'directory = "/usr/lib/{triplet}/libcusparseLt/13"\n'))
+    _recipe(folder, "sparse-pip", sonames='"libcusparseLt.so.0"', applies=sbsa,
+            step='kind = "pip"\nrequirements = ["nvidia-cusparselt-cu13==0.8.1"]')
+    _recipe(folder, "torch-jp6", sonames='"libtorch_cuda.so"',
+            applies='flavour = ["tegra"]\nl4t = ">=36,<37"',
+            step='kind = "torch-wheel"\nrequirements = ["torch==2.8.0"]\n'
+                 'index_url = "https://pypi.jetson-ai-lab.io/jp6/cu126"')
+
+
+def test_thor_plan_orders_dedups_and_rebuilds_the_cache_once(tmp_path: Path) -> None:
+    _folder(tmp_path)
+    code, plan = _plan(tmp_path, "thor-jp7.0")
+    actions = plan["actions"]
+    # CUPTI is there: its folder is activated first; one pip action serves two sonames.
+    assert actions[0]["kind"] == "activate" and actions[0]["fixes"] == ["libcupti.so.13"]
+    assert actions[0]["writes"] == [
+        "/etc/ld.so.conf.d/jetson-resolve-usr-local-cuda-extras-cupti-lib64.conf"]
+    comm = [a for a in actions if a["recipe"] == "comm-pip"]
+    assert len(comm) == 1
+    assert sorted(comm[0]["fixes"]) == ["libnccl.so.2", "libnvshmem_host.so.3"]
+    assert comm[0]["argv"] == [["python3", "-m", "pip", "install", "nvidia-nccl-cu13==2.27.7",
+                                "nvidia-nvshmem-cu13==3.4.5"]]
+    # sparse-apt is preferred, needs root, and needs NCCL: it comes after comm-pip.
+    order = [a["recipe"] for a in actions]
+    assert order.index("comm-pip") < order.index("sparse-apt")
+    assert ["apt-get", "install", "-y", "libcusparselt0-cuda-13"] in [
+        argv for a in actions for argv in a["argv"]]
+    activation = next(a for a in actions if a["recipe"] == "sparse-apt"
+                      and a["kind"] == "activate")
+    assert "/usr/lib/aarch64-linux-gnu/libcusparseLt/13" in activation["effect"]
+    # ldconfig once, after the last ld.so.conf.d file.
+    ldconfig = [n for n, a in enumerate(actions) if ["ldconfig"] in a["argv"]]
+    assert ldconfig == [max(n for n, a in enumerate(actions) if a["writes"])]
+    # cuDNN: no recipe here; said, and the exit code says something is left.
+    assert {u["wanted"] for u in plan["unfixable"]} == {"libcudnn.so.9"}
+    assert code == 1
+    human = run_cli("plan", "--fixture", "thor-jp7.0", "--torch-fixture", TORCH,
+                    "--recipes", str(tmp_path / "recipes")).stdout
+    assert "     $ python3 -m pip install nvidia-nccl-cu13==2.27.7 nvidia-nvshmem-cu13==3.4.5" in (
+        human)
+
+
+def test_no_root_uses_the_rpath_and_skips_root_only_methods(tmp_path: Path) -> None:
+    _folder(tmp_path)
+    _, plan = _plan(tmp_path, "thor-jp7.0", "--no-root")
+    assert not any(a["needs_root"] for a in plan["actions"])
+    assert "sparse-apt" not in {a["recipe"] for a in plan["actions"]}
+    assert "sparse-pip" in {a["recipe"] for a in plan["actions"]}
+    cupti = plan["actions"][0]
+    assert cupti["argv"] == [["patchelf", "--force-rpath", "--add-rpath",
+                              "/usr/local/cuda/extras/CUPTI/lib64",
+                              "/usr/local/lib/python3.12/dist-packages/torch/lib/libtorch_cpu.so"]]
+
+
+def test_offline_wheelhouse_names_what_it_lacks(tmp_path: Path) -> None:
+    _folder(tmp_path)
+    house = tmp_path / "wheels"
+    house.mkdir()
+    (house / "nvidia_nccl_cu13-2.27.7-py3-none-manylinux_2_18_aarch64.whl").write_bytes(b"")
+    _, plan = _plan(tmp_path, "thor-jp7.0", "--offline", "--wheelhouse", str(house),
+                    "--no-root")
+    lacking = {u["wanted"]: u["why"] for u in plan["unfixable"]}
+    assert "the wheelhouse lacks nvidia-nvshmem-cu13==3.4.5" in lacking["libnccl.so.2"]
+    assert "nvidia-cusparselt-cu13==0.8.1" in lacking["libcusparseLt.so.0"]
+
+
+def test_orin_plan_replaces_torch_first(tmp_path: Path) -> None:
+    _folder(tmp_path)
+    code, plan = _plan(tmp_path, "orin-jp6.2")
+    assert [a["kind"] for a in plan["actions"]] == ["torch-wheel"]
+    assert plan["actions"][0]["argv"] == [[
+        "python3", "-m", "pip", "install", "--upgrade", "--no-deps", "--index-url",
+        "https://pypi.jetson-ai-lab.io/jp6/cu126", "torch==2.8.0"]]
+    assert "libcublas.so.13" in plan["deferred"] and plan["unfixable"] == []
+    assert code == 0
+
+
+def test_bad_plan_options_are_one_line(tmp_path: Path) -> None:
+    for args, message in ((["--prefer", "conda"], "--prefer: expected one of pip, apt, redist"),
+                          (["--offline"], "give --offline and --wheelhouse DIR together")):
+        run = run_cli("plan", "--fixture", "thor-jp7.0", "--torch-fixture", TORCH, *args)
+        assert run.code == 2 and message in run.stderr and run.stderr.count("\n") == 1
