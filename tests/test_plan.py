@@ -110,7 +110,7 @@ def test_orin_plan_replaces_torch_first(tmp_path: Path) -> None:
     assert code == 0
 
 
-def test_bad_plan_options_are_one_line(tmp_path: Path) -> None:
+def test_bad_plan_options_are_one_line() -> None:
     for args, message in ((["--prefer", "conda"], "--prefer: expected one of pip, apt, redist"),
                           (["--offline"], "give --offline and --wheelhouse DIR together")):
         run = run_cli("plan", "--fixture", "thor-jp7.0", "--torch-fixture", TORCH, *args)

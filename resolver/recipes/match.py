@@ -157,7 +157,18 @@ def _wanted(finding: Finding) -> str | None:
 
 
 def _new_enough(recipe: Recipe, finding: Finding) -> str | None:
-    """For a cuDNN torch refuses: the recipe's cuDNN must be of its major and minor or newer."""
+    """Why the recipe's version cannot fix the finding, or None.
+
+    A cuDNN torch refuses needs one of its major, minor or newer; a driver too old needs a
+    driver branch new enough for torch's CUDA.
+    """
+    if isinstance(finding, DriverTooOld):
+        branches = [s.min_branch for m in recipe.methods for s in m.steps
+                    if s.kind is StepKind.DRIVER and s.min_branch is not None]
+        if branches and max(branches) < finding.needed_branch:
+            return (f"names driver {max(branches)}, torch's CUDA {finding.cuda} needs "
+                    f"{finding.needed_branch} or newer")
+        return None
     if not isinstance(finding, CudnnTooOld):
         return None
     version, built = recipe.provides.version, finding.built_with
