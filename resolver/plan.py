@@ -63,6 +63,7 @@ class Action:
     argv: tuple[tuple[str, ...], ...]  # the exact argument lists, in order
     effect: str  # what it changes, in words
     writes: tuple[str, ...] = ()  # files it creates (in the root's namespace)
+    directory: str | None = None  # activate: the folder made findable
     needs_root: bool = False
     fixes: tuple[str, ...] = ()  # the sonames (or torch) it is there for
 
@@ -134,7 +135,8 @@ def _step_action(recipe: Recipe, method: Method, step: Step, options: PlanOption
         directory = _expand(step.directory or "", options, prefix)
         requesters = getattr(fix.finding, "requested_by", ())
         argv_lists, effect, writes, root = _activation(directory, recipe.id, options, requesters)
-        return action(argv_lists, effect, writes, needs_root=root)
+        return dataclasses.replace(action(argv_lists, effect, writes, needs_root=root),
+                                   directory=directory)
     return action((), _effect(step, options))
 
 
@@ -234,7 +236,8 @@ def make_plan(fixes: Sequence[Fix], options: PlanOptions) -> Plan:
                 options, getattr(fix.finding, "requested_by", ()))
             activations.append(Action(recipe="activate", method="activate",
                                       kind=StepKind.ACTIVATE, argv=argv, effect=effect,
-                                      writes=writes, needs_root=root, fixes=(fix.wanted,)))
+                                      writes=writes, directory=fix.activate, needs_root=root,
+                                      fixes=(fix.wanted,)))
             continue
         rid, reason = _choose(fix, options, chosen)
         if rid is None:

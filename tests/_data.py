@@ -68,6 +68,7 @@ __all__ = [
     "elf_identity",
     "elf_interpreter",
     "ensure_arm64_root",
+    "ensure_cudart_arm_wheel",
     "ensure_nvidia_tools",
     "ensure_torch_arm_site",
     "ensure_torch_arm_wheel",
@@ -455,6 +456,16 @@ def ensure_torch_arm_wheel(data_dir: Path) -> Path:
         "torch-2.11.0-cp312-*aarch64.whl",
         [*_ARM_PINS, "torch==2.11.0"],
         what="torch 2.11.0 aarch64 wheel",
+    )
+
+
+def ensure_cudart_arm_wheel(data_dir: Path) -> Path:
+    """nvidia-cuda-runtime 13.0.96 for aarch64 (2 MB): a real wheel for a local wheelhouse."""
+    return _pip_download_wheel(
+        data_dir / "wheelhouse",
+        "nvidia_cuda_runtime-13.0.96-*aarch64*.whl",
+        [*_ARM_PINS, "nvidia-cuda-runtime==13.0.96"],
+        what="nvidia-cuda-runtime 13.0.96 aarch64 wheel",
     )
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 # The fixtures that download (pip, apt-get) on a machine that has not cached their data yet.
 NETWORK_FIXTURES = frozenset({
     "torch_x86_wheel", "torch_x86_alone", "torch_x86_full", "torch_cpu", "torch_arm_wheel",
-    "torch_arm_site", "arm64_root", "nvidia_tools", "library",
+    "torch_arm_site", "arm64_root", "nvidia_tools", "library", "cudart_wheel",
 })
 
 
@@ -139,3 +139,9 @@ def host_trace() -> _data.HostTrace:
 def build_lib() -> _data.BuildLib:
     """``build_lib(dir, name, *, soname=..., needed=..., rpath=..., ...)``: a tiny real .so."""
     return _data.build_lib
+
+
+@pytest.fixture(scope="session")
+def cudart_wheel(data_dir: Path) -> Path:
+    """nvidia_cuda_runtime-13.0.96-...aarch64.whl from PyPI, for a local wheelhouse."""
+    return _get(lambda: _data.ensure_cudart_arm_wheel(data_dir))

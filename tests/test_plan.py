@@ -4,6 +4,10 @@ replacement first; and the JSON its schema allows."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Any
 
 from cli_helpers import run_cli, validate
@@ -115,3 +119,36 @@ def test_bad_plan_options_are_one_line() -> None:
                           (["--offline"], "give --offline and --wheelhouse DIR together")):
         run = run_cli("plan", "--fixture", "thor-jp7.0", "--torch-fixture", TORCH, *args)
         assert run.code == 2 and message in run.stderr and run.stderr.count("\n") == 1
+
+
+def _pip_dry_run(argv: list[str], target: Path) -> subprocess.CompletedProcess[str]:
+    """The plan's pip command, run for real by pip in dry-run mode for the aarch64 target."""
+    pins = ["--dry-run", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+            "--target", str(target), "--platform", "manylinux_2_17_aarch64",
+            "--platform", "manylinux2014_aarch64"]
+    command = [sys.executable, *argv[1:4], *pins, *argv[4:]]
+    return subprocess.run(command, capture_output=True, text=True, check=False,
+                          env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+
+
+def test_offline_plan_commands_resolve_against_a_real_wheelhouse(tmp_path: Path,
+                                                                  cudart_wheel: Path) -> None:
+    _recipe(tmp_path / "recipes", "cudart-pip", sonames='"libcudart.so.13"', applies="",
+            step='kind = "pip"\nrequirements = ["nvidia-cuda-runtime==13.0.96"]')
+    house = tmp_path / "wheels"
+    house.mkdir()
+    shutil.copy(cudart_wheel, house)
+    # Orin lacks libcudart.so.13 (its toolkit is 12.6); no torch recipe here, so it is planned.
+    _, plan = _plan(tmp_path, "orin-jp6.2", "--offline", "--wheelhouse", str(house))
+    [action] = [a for a in plan["actions"] if a["recipe"] == "cudart-pip"]
+    argv = action["argv"][0]
+    assert argv[:6] == ["python3", "-m", "pip", "install", "--no-index", "--find-links"]
+    done = _pip_dry_run(argv, tmp_path / "target")
+    assert done.returncode == 0, done.stderr
+    assert "Would install nvidia-cuda-runtime-13.0.96" in done.stdout
+    # Without the wheel, the plan says what the wheelhouse lacks, and pip agrees it cannot.
+    (house / cudart_wheel.name).unlink()
+    _, plan = _plan(tmp_path, "orin-jp6.2", "--offline", "--wheelhouse", str(house))
+    lacking = {u["wanted"]: u["why"] for u in plan["unfixable"]}
+    assert "the wheelhouse lacks nvidia-cuda-runtime==13.0.96" in lacking["libcudart.so.13"]
+    assert _pip_dry_run(argv, tmp_path / "target").returncode != 0
