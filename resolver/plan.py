@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
 from resolver.recipes.schema import StepKind
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from resolver.recipes.match import Fix
-    from resolver.recipes.schema import Method, Recipe, Step
+    from resolver.recipes.schema import Commit, Method, Recipe, Step
 
 __all__ = ["Action", "Plan", "PlanOptions", "make_plan"]
 
@@ -149,9 +150,22 @@ def _effect(step: Step, options: PlanOptions) -> str:
                 f"check it, and unpack it into {_expand(step.prefix or '', options, None)}")
     if step.kind is StepKind.SOURCE_BUILD:
         env = " ".join(f"{k}={v}" for k, v in step.env)
+        picks = _cherry_picks(step)
+        have = len(step.commits) - len(picks)
+        already = f" ({have} more already in {step.version})" if have else ""
+        shas = f": {', '.join(c.sha[:12] for c in picks)}" if picks else ""
         return (f"build torch from {step.repository} at {step.version} with "
-                f"{len(step.commits)} upstream commit(s) cherry-picked; {env}")
+                f"{len(picks)} upstream commit(s) cherry-picked{shas}{already}; {env}")
     return f"{step.component}: driver {step.min_branch} or newer"
+
+
+def _cherry_picks(step: Step) -> list[Commit]:
+    """The commits a tag lacks: those whose first release is after it, or unknown."""
+    try:
+        tag = Version((step.version or "").removeprefix("v"))
+    except InvalidVersion:
+        return list(step.commits)
+    return [c for c in step.commits if c.first_release is None or c.first_release > tag]
 
 
 def _method(recipe: Recipe, options: PlanOptions) -> Method | None:

@@ -152,3 +152,24 @@ def test_offline_plan_commands_resolve_against_a_real_wheelhouse(tmp_path: Path,
     lacking = {u["wanted"]: u["why"] for u in plan["unfixable"]}
     assert "the wheelhouse lacks nvidia-cuda-runtime==13.0.96" in lacking["libcudart.so.13"]
     assert _pip_dry_run(argv, tmp_path / "target").returncode != 0
+
+
+def test_source_build_only_when_asked_and_cherry_picks_what_the_tag_lacks(
+        tmp_path: Path) -> None:
+    known = "9c5601ecc316e5be548038bc24411acd7c74a032"
+    unknown = "0" * 40
+    step = ('kind = "source-build"\nrepository = "https://github.com/pytorch/pytorch"\n'
+            f'tag = "v2.9.0"\ncommits = [\n  {{sha = "{known}", url = "https://github.com/'
+            'pytorch/pytorch/pull/156176", first_release = "2.9.0"},\n'
+            f'  {{sha = "{unknown}", url = "https://github.com/pytorch/pytorch/pull/1"}},\n]')
+    _recipe(tmp_path / "recipes", "torch-build", sonames='"libtorch_cuda.so"',
+            applies='flavour = ["tegra"]', step=step)
+    code, plan = _plan(tmp_path, "orin-jp6.2")
+    assert plan["actions"] == [] and code == 1
+    assert any("--source-build allows it" in u["why"] for u in plan["unfixable"])
+    _, plan = _plan(tmp_path, "orin-jp6.2", "--source-build")
+    [build] = plan["actions"]
+    assert build["kind"] == "source-build"
+    # v2.9.0 has the first; the second names no release, so it is cherry-picked.
+    assert f"1 upstream commit(s) cherry-picked: {unknown[:12]}" in build["effect"]
+    assert "(1 more already in v2.9.0)" in build["effect"]

@@ -36,7 +36,7 @@ EXPECTED = {
     ("no-methods.toml", "provides.sonames", "at least one soname"),
     ("no-methods.toml", "methods", "at least one method"),
     ("not-toml.toml", "", "not TOML"),
-    ("source-build-bad-commit.toml", "methods[0].steps[0].commits[0]", "40-digit commit"),
+    ("source-build-bad-commit.toml", "methods[0].steps[0].commits[0].sha", "40-digit commit"),
     ("source-build-bad-commit.toml", "methods[0].steps[0].env.MAX_JOBS", "expected a string"),
     ("source-build-bad-commit.toml", "methods[0].steps[1].min_branch", "required"),
     ("source-build-bad-commit.toml", "methods[0].steps[1].where", "required"),

@@ -135,7 +135,8 @@ def _provides(recipe: Recipe, soname: str) -> bool:
 
 
 def _replaces_torch(recipe: Recipe) -> bool:
-    return any(step.kind is StepKind.TORCH_WHEEL for m in recipe.methods for step in m.steps)
+    return any(step.kind in (StepKind.TORCH_WHEEL, StepKind.SOURCE_BUILD)
+               for m in recipe.methods for step in m.steps)
 
 
 def _wanted(finding: Finding) -> str | None:

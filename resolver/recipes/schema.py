@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Applies",
     "Check",
+    "Commit",
     "Method",
     "Provides",
     "Recipe",
@@ -65,6 +66,15 @@ class StepKind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Commit:
+    """An upstream commit a source build cherry-picks, and the first release that has it."""
+
+    sha: str  # 40 hex digits: the content address of the change
+    url: str  # where it is discussed (the pull request)
+    first_release: Version | None = None  # a tag at or past this needs no cherry-pick
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Step:
     """One typed step. Fields not used by its kind are empty."""
 
@@ -83,7 +93,7 @@ class Step:
     size: int | None = None  # redist: bytes
     prefix: str | None = None  # redist: where it unpacks (`{component}` and `{version}` expand)
     directory: str | None = None  # activate: `{site}` and `{prefix}` expand
-    commits: tuple[str, ...] = ()  # source-build: upstream commits to cherry-pick, in order
+    commits: tuple[Commit, ...] = ()  # source-build: upstream commits to cherry-pick, in order
     env: tuple[tuple[str, str], ...] = ()  # source-build: the build environment
     min_branch: int | None = None  # driver: the oldest driver branch that works
     where: str | None = None  # driver: where the file belongs on the target
@@ -335,8 +345,8 @@ def _source_build_fields(table: _Table) -> dict[str, Any]:
     for key, value in (("repository", repository), ("tag", tag)):
         if value is None:
             table.errors.add(table.field(key), "required")
-    commits = table.strings("commits", lambda c: None if _COMMIT.fullmatch(c) else (
-        f"expected a 40-digit commit hash, got {c!r}"))
+    commits = tuple(c for index, raw in enumerate(table.get("commits", list, []))
+                    if (c := _commit(raw, f"{table.field('commits')}[{index}]", table.errors)))
     env = table.get("env", dict, {})
     pairs = []
     for key, value in sorted(env.items()):
@@ -345,6 +355,26 @@ def _source_build_fields(table: _Table) -> dict[str, Any]:
             continue
         pairs.append((key, value))
     return {"repository": repository, "version": tag, "commits": commits, "env": tuple(pairs)}
+
+
+def _commit(data: object, path: str, errors: _Errors) -> Commit | None:
+    table = _Table(data, path, errors)
+    sha, url, first = table.get("sha", str), table.get("url", str), table.get(
+        "first_release", str)
+    table.done()
+    if sha is None or not _COMMIT.fullmatch(sha):
+        errors.add(table.field("sha"), f"expected a 40-digit commit hash, got {sha!r}")
+        return None
+    if url is None or _https(url):
+        errors.add(table.field("url"), f"expected the https URL of the change, got {url!r}")
+        return None
+    release = None
+    if first is not None:
+        try:
+            release = Version(first)
+        except InvalidVersion:
+            errors.add(table.field("first_release"), f"not a PEP 440 version: {first!r}")
+    return Commit(sha=sha, url=url, first_release=release)
 
 
 def _driver_fields(table: _Table) -> dict[str, Any]:
