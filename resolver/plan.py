@@ -28,13 +28,13 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from resolver.recipes.schema import StepKind
+from resolver.recipes.schema import Step, StepKind
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from resolver.recipes.match import Fix
-    from resolver.recipes.schema import Commit, Method, Recipe, Step
+    from resolver.recipes.schema import Commit, Method, Recipe
 
 __all__ = ["Action", "Plan", "PlanOptions", "make_plan"]
 
@@ -67,6 +67,8 @@ class Action:
     directory: str | None = None  # activate: the folder made findable
     needs_root: bool = False
     fixes: tuple[str, ...] = ()  # the sonames (or torch) it is there for
+    undo: tuple[tuple[str, ...], ...] = ()  # the argument lists that take it back
+    undo_effect: str = ""  # how it is taken back, in words
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,8 +112,44 @@ def _activation(directory: str, name: str, options: PlanOptions, requesters: Seq
             True)
 
 
+def _undo(action: Action, step: Step, options: PlanOptions) -> Action:
+    """`action` with how it is taken back.
+
+    Apply records what a step did and undoes exactly that; these are the commands for what the
+    plan already knows.
+    """
+    undo: tuple[tuple[str, ...], ...] = ()
+    if step.kind is StepKind.PIP:
+        names = tuple(Requirement(r).name for r in step.requirements)
+        undo = ((options.python, "-m", "pip", "uninstall", "-y", *names),)
+        text = f"uninstall {', '.join(names)} (and what pip installed with them)"
+    elif step.kind is StepKind.TORCH_WHEEL:
+        text = "put the snapshot of the previous torch back, byte for byte"
+    elif step.kind is StepKind.APT and options.root == "/":
+        names = tuple(p.split("=", 1)[0] for p in step.packages)
+        undo = (("apt-get", "remove", "-y", *names),)
+        text = f"remove {', '.join(names)}"
+    elif step.kind is StepKind.ACTIVATE and action.writes:
+        ldconfig = ("ldconfig",) if options.root == "/" else ("ldconfig", "-r", options.root)
+        undo = (("rm", "-f", *action.writes), ldconfig)
+        text = f"remove {', '.join(action.writes)}, then rebuild ld.so.cache"
+    elif step.kind is StepKind.ACTIVATE:
+        text = "set each object's DT_RPATH back to what it was before"
+    elif step.kind is StepKind.SOURCE_BUILD:
+        text = "remove the build's checkout (the installed wheel is undone by its own step)"
+    else:
+        text = "remove every file it unpacked (recorded as it unpacks)"
+    return dataclasses.replace(action, undo=undo, undo_effect=text)
+
+
 def _step_action(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
                  fix: Fix) -> Action:
+    """The action of one recipe step, with its exact commands and their undo."""
+    return _undo(_step_do(recipe, method, step, options, fix), step, options)
+
+
+def _step_do(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
+             fix: Fix) -> Action:
     """The action of one recipe step, with its exact commands."""
     prefix = next((s.prefix for s in method.steps if s.kind is StepKind.REDIST), None)
 
@@ -157,6 +195,10 @@ def _effect(step: Step, options: PlanOptions) -> str:
         return (f"build torch from {step.repository} at {step.version} with "
                 f"{len(picks)} upstream commit(s) cherry-picked{shas}{already}; {env}")
     return f"{step.component}: driver {step.min_branch} or newer"
+
+
+# The step an activation of a folder found under the root stands for (no recipe names it).
+_ACTIVATE = Step(kind=StepKind.ACTIVATE)
 
 
 def _cherry_picks(step: Step) -> list[Commit]:
@@ -248,10 +290,10 @@ def make_plan(fixes: Sequence[Fix], options: PlanOptions) -> Plan:
             argv, effect, writes, root = _activation(
                 fix.activate, re.sub(r"[^a-z0-9]+", "-", fix.activate.lower()).strip("-"),
                 options, getattr(fix.finding, "requested_by", ()))
-            activations.append(Action(recipe="activate", method="activate",
-                                      kind=StepKind.ACTIVATE, argv=argv, effect=effect,
-                                      writes=writes, directory=fix.activate, needs_root=root,
-                                      fixes=(fix.wanted,)))
+            found = Action(recipe="activate", method="activate", kind=StepKind.ACTIVATE,
+                           argv=argv, effect=effect, writes=writes, directory=fix.activate,
+                           needs_root=root, fixes=(fix.wanted,))
+            activations.append(_undo(found, _ACTIVATE, options))
             continue
         rid, reason = _choose(fix, options, chosen)
         if rid is None:

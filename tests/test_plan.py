@@ -59,6 +59,12 @@ def test_thor_plan_orders_dedups_and_rebuilds_the_cache_once(tmp_path: Path) -> 
     assert sorted(comm[0]["fixes"]) == ["libnccl.so.2", "libnvshmem_host.so.3"]
     assert comm[0]["argv"] == [["python3", "-m", "pip", "install", "nvidia-nccl-cu13==2.27.7",
                                 "nvidia-nvshmem-cu13==3.4.5"]]
+    # Each action says how it is taken back.
+    assert comm[0]["undo"] == [["python3", "-m", "pip", "uninstall", "-y", "nvidia-nccl-cu13",
+                                "nvidia-nvshmem-cu13"]]
+    assert actions[0]["undo"] == [["rm", "-f", *actions[0]["writes"]], ["ldconfig"]]
+    apt = next(a for a in actions if a["kind"] == "apt")
+    assert apt["undo"] == [["apt-get", "remove", "-y", "libcusparselt0-cuda-13"]]
     # sparse-apt is preferred, needs root, and needs NCCL: it comes after comm-pip.
     order = [a["recipe"] for a in actions]
     assert order.index("comm-pip") < order.index("sparse-apt")

@@ -341,6 +341,7 @@ def plan_lines(plan: Plan) -> list[Line]:
                            (f" [{action.kind.value}] ", "dim"), action.effect,
                            (f"  for {', '.join(action.fixes)}{root}", "dim")))
         lines += [_line("     $ ", (shlex.join(argv), "cyan")) for argv in action.argv]
+        lines.append(_line(("     undo: ", "dim"), (action.undo_effect, "dim")))
     if not plan.actions:
         lines.append(_line(("nothing to do", "bold")))
     if plan.deferred:

@@ -217,6 +217,7 @@ def plan_json(plan: Plan, exit_code: int) -> dict[str, Any]:
                      "argv": [list(argv) for argv in a.argv], "effect": a.effect,
                      "writes": list(a.writes), "directory": a.directory,
                      "needs_root": a.needs_root,
+                     "undo": [list(argv) for argv in a.undo], "undo_effect": a.undo_effect,
                      "fixes": list(a.fixes)} for a in plan.actions],
         "unfixable": [{"wanted": wanted, "why": why} for wanted, why in plan.unfixable],
         "deferred": list(plan.deferred),
