@@ -330,7 +330,11 @@ def _choose(fix: Fix, options: PlanOptions, chosen: dict[str, tuple[Recipe, Meth
             ) -> tuple[str | None, str]:
     """Pick the recipe and method for `fix` into `chosen`: (its id, "") or (None, why not)."""
     reasons = []
-    for recipe in fix.recipes:
+    # --prefer reorders across recipes too: a recipe is usually one method (nccl-cu13-pip,
+    # nccl-cu13-apt); the stable sort keeps `prefer` order within each group.
+    offered = sorted(fix.recipes, key=lambda r: options.prefer is not None and not any(
+        s.kind is options.prefer for m in r.methods for s in m.steps))
+    for recipe in offered:
         if recipe.id in chosen:
             return recipe.id, ""
         if any(s.kind is StepKind.SOURCE_BUILD for m in recipe.methods for s in m.steps) and (

@@ -133,3 +133,12 @@ def test_orin_plan_is_a_jetpack_6_torch() -> None:
     assert plan["actions"][0]["recipe"] == "torch-orin-jp6"
     assert "jp6/cu126" in " ".join(plan["actions"][0]["argv"][0])
     assert "libcudart.so.13" in plan["deferred"]
+
+
+def test_prefer_apt_takes_the_apt_recipes_where_there_are_some() -> None:
+    run = run_cli("plan", "--fixture", "thor-jp7.0", "--torch-fixture", "torch-2.11.0-aarch64",
+                  "--prefer", "apt", "--json")
+    plan = run.json()
+    kinds = {a["recipe"]: a["kind"] for a in plan["actions"] if a["kind"] in ("pip", "apt")}
+    assert kinds["nccl-cu13-apt"] == "apt" and "nccl-cu13-pip" not in kinds
+    assert kinds["nvshmem-cu13-pip"] == "pip"  # no apt recipe for NVSHMEM: pip still
