@@ -52,6 +52,8 @@ class PlanOptions:
     wheelhouse: str | None = None  # offline: pip resolves against this folder only
     wheels: tuple[str, ...] = ()  # the wheel file names in the wheelhouse
     source_build: bool = False  # allow a torch source build
+    torch_requires: tuple[str, ...] = ()  # the installed torch's Requires-Dist: its own pins
+    searched: frozenset[str] = frozenset()  # folders the loader searched in the diagnosis
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,9 +82,51 @@ class Plan:
     deferred: tuple[str, ...] = ()  # findings of a torch the plan replaces: re-diagnosed after
 
 
-def _expand(text: str, options: PlanOptions, prefix: str | None) -> str:
-    return (text.replace("{site}", options.site).replace("{prefix}", prefix or "{prefix}")
+def _expand(text: str, options: PlanOptions, prefix: str | None,
+            step: Step | None = None) -> str:
+    """A recipe path with its tokens filled in (`resolver.recipes.schema.PATH_TOKENS`)."""
+    text = (text.replace("{site}", options.site).replace("{prefix}", prefix or "{prefix}")
             .replace("{triplet}", options.triplet or "{triplet}"))
+    if step is not None:
+        text = (text.replace("{component}", step.component or "{component}")
+                .replace("{version}", step.version or "{version}"))
+    return text
+
+
+def _pinned_by_torch(requirements: Sequence[str], options: PlanOptions
+                     ) -> tuple[tuple[str, ...], list[str]]:
+    """`requirements` with each distribution torch itself pins replaced by torch's pin.
+
+    A CUDA torch wheel pins the exact nvidia-* builds it was tested with (its Requires-Dist);
+    installing another version makes pip report a conflict and the next torch install undo it.
+    Returns the requirements and the ones replaced, as `recipe's -> torch's`.
+    """
+    pins = {}
+    for line in options.torch_requires:
+        try:
+            pinned = Requirement(line)
+        except ValueError:
+            continue
+        if any(spec.operator == "==" for spec in pinned.specifier):
+            pins[canonicalize_name(pinned.name)] = f"{pinned.name}{pinned.specifier}"
+    out, replaced = [], []
+    for text in requirements:
+        torch_pin = pins.get(canonicalize_name(Requirement(text).name))
+        if torch_pin is not None and torch_pin != text:
+            replaced.append(f"{text} -> {torch_pin}")
+        out.append(torch_pin or text)
+    return tuple(out), replaced
+
+
+def _searched(directory: str, fix: Fix, options: PlanOptions) -> bool:
+    """True when the loader already searches `directory` for the finding's soname.
+
+    Torch's DT_RPATH names `nvidia/*/lib`: installing there is enough, no activation needed.
+    """
+    trail = getattr(fix.finding, "searched", ())
+    wanted = posixpath.normpath(directory)
+    return wanted in options.searched or any(
+        posixpath.normpath(posixpath.dirname(c.path)) == wanted for c in trail)
 
 
 def _pip_argv(options: PlanOptions, requirements: Sequence[str], index_url: str | None,
@@ -91,7 +135,7 @@ def _pip_argv(options: PlanOptions, requirements: Sequence[str], index_url: str 
     if options.root != "/":
         argv += ["--target", posixpath.join(options.root, options.site.lstrip("/"))]
     if upgrade:
-        argv += ["--upgrade", "--no-deps"]
+        argv += ["--upgrade"]
     if options.wheelhouse is not None:
         argv += ["--no-index", "--find-links", options.wheelhouse]
     elif index_url:
@@ -99,9 +143,16 @@ def _pip_argv(options: PlanOptions, requirements: Sequence[str], index_url: str 
     return (*argv, *requirements)
 
 
+def _system_site(options: PlanOptions) -> bool:
+    """True when the torch's site-packages belongs to the system (root writes there)."""
+    return options.site.startswith(("/usr/", "/opt/"))
+
+
 def _activation(directory: str, name: str, options: PlanOptions, requesters: Sequence[str]
                 ) -> tuple[tuple[tuple[str, ...], ...], str, tuple[str, ...], bool]:
     """(argv lists, effect, files written, needs root) to make `directory` findable."""
+    if options.no_root and _system_site(options):
+        return (), "", (), False  # patching the system's libraries needs root too
     if options.no_root:
         argv = tuple(("patchelf", "--force-rpath", "--add-rpath", directory, path)
                      for path in requesters if path != "python")
@@ -122,7 +173,7 @@ def _undo(action: Action, step: Step, options: PlanOptions) -> Action:
     if step.kind is StepKind.PIP:
         names = tuple(Requirement(r).name for r in step.requirements)
         undo = ((options.python, "-m", "pip", "uninstall", "-y", *names),)
-        text = f"uninstall {', '.join(names)} (and what pip installed with them)"
+        text = f"uninstall {', '.join(names)}"
     elif step.kind is StepKind.TORCH_WHEEL:
         text = "put the snapshot of the previous torch back, byte for byte"
     elif step.kind is StepKind.APT and options.root == "/":
@@ -160,9 +211,14 @@ def _step_do(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
 
     if step.kind in (StepKind.PIP, StepKind.TORCH_WHEEL):
         upgrade = step.kind is StepKind.TORCH_WHEEL
-        argv = _pip_argv(options, step.requirements, step.index_url, upgrade=upgrade)
-        what = "replace torch with" if upgrade else "install"
-        return action((argv,), f"{what} {', '.join(step.requirements)}")
+        requirements, replaced = ((step.requirements, []) if upgrade
+                                  else _pinned_by_torch(step.requirements, options))
+        argv = _pip_argv(options, requirements, step.index_url, upgrade=upgrade)
+        what = "install torch" if upgrade else "install"
+        note = f" (torch's own pins: {'; '.join(replaced)})" if replaced else ""
+        # pip writes into the torch's site: the system's (/usr, /opt) needs root.
+        return action((argv,), f"{what} {', '.join(requirements)}{note}",
+                      needs_root=method.needs_root or _system_site(options))
     if step.kind is StepKind.APT:
         if options.root == "/":
             return action((("apt-get", "install", "-y", *step.packages),),
@@ -171,7 +227,8 @@ def _step_do(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
                       f"download {', '.join(step.packages)} and unpack them into "
                       f"{options.root} (dpkg-deb -x), recording every file")
     if step.kind is StepKind.ACTIVATE:
-        directory = _expand(step.directory or "", options, prefix)
+        directory = _expand(step.directory or "", options, _expand(prefix or "", options, None,
+                                                                   _redist_of(method)))
         requesters = getattr(fix.finding, "requested_by", ())
         argv_lists, effect, writes, root = _activation(directory, recipe.id, options, requesters)
         return dataclasses.replace(action(argv_lists, effect, writes, needs_root=root),
@@ -185,7 +242,7 @@ def _effect(step: Step, options: PlanOptions) -> str:
         variant = f" {step.cuda_variant}" if step.cuda_variant else ""
         return (f"download {step.component} {step.version} for {step.platform}{variant} as "
                 f"listed in {step.manifest_url} (sha256 {step.sha256}, {step.size} bytes), "
-                f"check it, and unpack it into {_expand(step.prefix or '', options, None)}")
+                f"check it, and unpack it into {_expand(step.prefix or '', options, None, step)}")
     if step.kind is StepKind.SOURCE_BUILD:
         env = " ".join(f"{k}={v}" for k, v in step.env)
         picks = _cherry_picks(step)
@@ -201,6 +258,10 @@ def _effect(step: Step, options: PlanOptions) -> str:
 _ACTIVATE = Step(kind=StepKind.ACTIVATE)
 
 
+def _redist_of(method: Method) -> Step | None:
+    return next((s for s in method.steps if s.kind is StepKind.REDIST), None)
+
+
 def _cherry_picks(step: Step) -> list[Commit]:
     """The commits a tag lacks: those whose first release is after it, or unknown."""
     try:
@@ -210,9 +271,17 @@ def _cherry_picks(step: Step) -> list[Commit]:
     return [c for c in step.commits if c.first_release is None or c.first_release > tag]
 
 
+_NETWORK_KINDS = (StepKind.APT, StepKind.REDIST, StepKind.SOURCE_BUILD)
+
+
 def _method(recipe: Recipe, options: PlanOptions) -> Method | None:
-    """The method to use: allowed without root when asked, the preferred kind first."""
-    allowed = [m for m in recipe.methods if not (options.no_root and m.needs_root)]
+    """The method to use: allowed without root or offline when asked, the preferred kind first.
+
+    Offline (a wheelhouse), only pip steps can be satisfied: apt, redist and source builds
+    fetch from the network.
+    """
+    allowed = [m for m in recipe.methods if not (options.no_root and m.needs_root) and not (
+        options.wheelhouse is not None and any(s.kind in _NETWORK_KINDS for s in m.steps))]
     preferred = [m for m in allowed
                  if options.prefer is not None and any(s.kind is options.prefer for s in m.steps)]
     candidates = preferred or allowed
@@ -234,7 +303,9 @@ def _missing_wheels(method: Method, options: PlanOptions) -> list[str]:
     for step in method.steps:
         if step.kind not in (StepKind.PIP, StepKind.TORCH_WHEEL):
             continue
-        for text in step.requirements:
+        requirements = (step.requirements if step.kind is StepKind.TORCH_WHEEL
+                        else _pinned_by_torch(step.requirements, options)[0])
+        for text in requirements:
             requirement = Requirement(text)
             versions = have.get(str(canonicalize_name(requirement.name)), [])
             if not any(requirement.specifier.contains(v, prereleases=True) for v in versions):
@@ -264,13 +335,12 @@ def _ordered(chosen: dict[str, tuple[Recipe, Method, Fix]]) -> list[str]:
     return order
 
 
-def make_plan(fixes: Sequence[Fix], options: PlanOptions) -> Plan:
-    """The plan that applies the fixes (see the module docstring).
+_UNREACHABLE = ("is on no search path, and without root no object that needs it can be "
+                "patched to look there")
 
-    When torch itself cannot run here and a recipe replaces it, the plan is that replacement
-    alone: what the old torch needed no longer matters, and what the new one needs is found by
-    the re-diagnosis that follows it.
-    """
+
+def _torch_replacement(fixes: Sequence[Fix], options: PlanOptions) -> Plan | None:
+    """The plan that replaces a torch that cannot run here, when a recipe can."""
     for fix in fixes:
         if fix.wanted != "torch":
             continue
@@ -281,32 +351,71 @@ def make_plan(fixes: Sequence[Fix], options: PlanOptions) -> Plan:
             actions = [_step_action(recipe, method, step, options, fix) for step in method.steps]
             others = tuple(dict.fromkeys(f.wanted for f in fixes if f.wanted != "torch"))
             return Plan(actions=tuple(actions), unfixable=(), deferred=others)
+    return None
+
+
+def _found_activation(fix: Fix, options: PlanOptions) -> Action | str:
+    """The activation of the folder a missing soname sits in, or why there can be none."""
+    folder = fix.activate or ""
+    argv, effect, writes, root = _activation(
+        folder, re.sub(r"[^a-z0-9]+", "-", folder.lower()).strip("-"), options,
+        getattr(fix.finding, "requested_by", ()))
+    if not argv and not writes:
+        return f"{folder} holds it but {_UNREACHABLE}"
+    found = Action(recipe="activate", method="activate", kind=StepKind.ACTIVATE, argv=argv,
+                   effect=effect, writes=writes, directory=folder, needs_root=root,
+                   fixes=(fix.wanted,))
+    return _undo(found, _ACTIVATE, options)
+
+
+def _recipe_actions(recipe: Recipe, method: Method, fix: Fix, options: PlanOptions,
+                    fixes: tuple[str, ...]) -> tuple[list[Action], list[tuple[str, str]]]:
+    """A chosen recipe's actions, and what its activations cannot reach."""
+    actions, unfixable = [], []
+    for step in method.steps:
+        action = _step_action(recipe, method, step, options, fix)
+        if action.kind is StepKind.ACTIVATE and action.directory is not None:
+            if _searched(action.directory, fix, options):
+                continue  # the loader already looks there (torch's DT_RPATH)
+            if not action.argv and not action.writes:
+                unfixable.append((fix.wanted, f"{action.directory} {_UNREACHABLE}"))
+                continue
+        actions.append(dataclasses.replace(action, fixes=fixes or action.fixes))
+    return actions, unfixable
+
+
+def make_plan(fixes: Sequence[Fix], options: PlanOptions) -> Plan:
+    """The plan that applies the fixes (see the module docstring).
+
+    When torch itself cannot run here and a recipe replaces it, the plan is that replacement
+    alone: what the old torch needed no longer matters, and what the new one needs is found by
+    the re-diagnosis that follows it.
+    """
+    replacement = _torch_replacement(fixes, options)
+    if replacement is not None:
+        return replacement
     chosen: dict[str, tuple[Recipe, Method, Fix]] = {}
     wanted_by: dict[str, list[str]] = {}
-    activations: list[Action] = []
+    actions: list[Action] = []
     unfixable: list[tuple[str, str]] = []
     for fix in fixes:
         if fix.activate is not None:
-            argv, effect, writes, root = _activation(
-                fix.activate, re.sub(r"[^a-z0-9]+", "-", fix.activate.lower()).strip("-"),
-                options, getattr(fix.finding, "requested_by", ()))
-            found = Action(recipe="activate", method="activate", kind=StepKind.ACTIVATE,
-                           argv=argv, effect=effect, writes=writes, directory=fix.activate,
-                           needs_root=root, fixes=(fix.wanted,))
-            activations.append(_undo(found, _ACTIVATE, options))
+            found = _found_activation(fix, options)
+            if isinstance(found, str):
+                unfixable.append((fix.wanted, found))
+            else:
+                actions.append(found)
             continue
         rid, reason = _choose(fix, options, chosen)
         if rid is None:
             unfixable.append((fix.wanted, reason))
         else:
             wanted_by.setdefault(rid, []).append(fix.wanted)
-    actions = list(activations)
     for rid in _ordered(chosen):
         recipe, method, fix = chosen[rid]
-        for step in method.steps:
-            action = _step_action(recipe, method, step, options, fix)
-            actions.append(dataclasses.replace(
-                action, fixes=tuple(wanted_by.get(rid, ())) or action.fixes))
+        more, lost = _recipe_actions(recipe, method, fix, options, tuple(wanted_by.get(rid, ())))
+        actions += more
+        unfixable += lost
     return Plan(actions=tuple(_dedup(actions)), unfixable=tuple(unfixable))
 
 
@@ -342,8 +451,15 @@ def _choose(fix: Fix, options: PlanOptions, chosen: dict[str, tuple[Recipe, Meth
             reasons.append(f"{recipe.id} builds torch from source (--source-build allows it)")
             continue
         method = _method(recipe, options)
+        if method is not None and options.no_root and _system_site(options) and any(
+                s.kind in (StepKind.PIP, StepKind.TORCH_WHEEL) for s in method.steps):
+            reasons.append(f"{recipe.id}: {options.site} belongs to the system, and without "
+                           "root pip cannot install there (a virtual environment can)")
+            continue
         if method is None:
-            reasons.append(f"{recipe.id} needs root (--no-root)")
+            why = ("needs the network (--offline)" if options.wheelhouse
+                   else "needs root (--no-root)")
+            reasons.append(f"{recipe.id} {why}")
             continue
         if any(s.kind is StepKind.DRIVER for s in method.steps):
             driver = next(s for s in method.steps if s.kind is StepKind.DRIVER)

@@ -10,7 +10,8 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
-from cli_helpers import run_cli, validate
+from cli_helpers import run_cli, synth_lib, validate
+from test_cli_diagnose import empty_root, make_mini_torch
 from test_match import TORCH, _recipe
 
 if TYPE_CHECKING:
@@ -57,8 +58,12 @@ def test_thor_plan_orders_dedups_and_rebuilds_the_cache_once(tmp_path: Path) -> 
     comm = [a for a in actions if a["recipe"] == "comm-pip"]
     assert len(comm) == 1
     assert sorted(comm[0]["fixes"]) == ["libnccl.so.2", "libnvshmem_host.so.3"]
-    assert comm[0]["argv"] == [["python3", "-m", "pip", "install", "nvidia-nccl-cu13==2.27.7",
+    # The installed torch pins NCCL 2.28.9 in its Requires-Dist: its pin wins over the recipe's.
+    assert comm[0]["argv"] == [["python3", "-m", "pip", "install", "nvidia-nccl-cu13==2.28.9",
                                 "nvidia-nvshmem-cu13==3.4.5"]]
+    assert "torch's own pins: nvidia-nccl-cu13==2.27.7 -> nvidia-nccl-cu13==2.28.9" in (
+        comm[0]["effect"])
+    assert comm[0]["needs_root"]  # the torch's site is the system's
     # Each action says how it is taken back.
     assert comm[0]["undo"] == [["python3", "-m", "pip", "uninstall", "-y", "nvidia-nccl-cu13",
                                 "nvidia-nvshmem-cu13"]]
@@ -81,32 +86,51 @@ def test_thor_plan_orders_dedups_and_rebuilds_the_cache_once(tmp_path: Path) -> 
     assert code == 1
     human = run_cli("plan", "--fixture", "thor-jp7.0", "--torch-fixture", TORCH,
                     "--recipes", str(tmp_path / "recipes")).stdout
-    assert "     $ python3 -m pip install nvidia-nccl-cu13==2.27.7 nvidia-nvshmem-cu13==3.4.5" in (
+    assert "     $ python3 -m pip install nvidia-nccl-cu13==2.28.9 nvidia-nvshmem-cu13==3.4.5" in (
         human)
 
 
-def test_no_root_uses_the_rpath_and_skips_root_only_methods(tmp_path: Path) -> None:
+def test_no_root_on_a_system_site_plans_nothing_that_needs_root(tmp_path: Path) -> None:
     _folder(tmp_path)
-    _, plan = _plan(tmp_path, "thor-jp7.0", "--no-root")
-    assert not any(a["needs_root"] for a in plan["actions"])
-    assert "sparse-apt" not in {a["recipe"] for a in plan["actions"]}
-    assert "sparse-pip" in {a["recipe"] for a in plan["actions"]}
-    cupti = plan["actions"][0]
-    assert cupti["argv"] == [["patchelf", "--force-rpath", "--add-rpath",
-                              "/usr/local/cuda/extras/CUPTI/lib64",
-                              "/usr/local/lib/python3.12/dist-packages/torch/lib/libtorch_cpu.so"]]
+    code, plan = _plan(tmp_path, "thor-jp7.0", "--no-root")
+    assert plan["actions"] == [] and code == 1
+    why = {u["wanted"]: u["why"] for u in plan["unfixable"]}
+    assert "belongs to the system" in why["libnccl.so.2"]
+    assert "needs root (--no-root)" in why["libcusparseLt.so.0"] or "belongs to the system" in (
+        why["libcusparseLt.so.0"])
+    assert "without root no object that needs it can be patched" in why["libcupti.so.13"]
+
+
+def test_no_root_in_a_users_site_patches_the_rpath(tmp_path: Path) -> None:
+
+    site = make_mini_torch(tmp_path / "site", synth_lib)
+    root = empty_root(tmp_path / "root")
+    synth_lib(root / "opt" / "vendor" / "lib", "libmissing.so.1", soname="libmissing.so.1")
+    run = run_cli("plan", "--site-packages", str(site), "--root", str(root), "--no-root",
+                  "--json", "--recipes", str(tmp_path / "none"))
+    assert run.code == 2 and "not a directory of recipes" in run.stderr
+    (tmp_path / "none").mkdir()
+    run = run_cli("plan", "--site-packages", str(site), "--root", str(root), "--no-root",
+                  "--json", "--recipes", str(tmp_path / "none"))
+    plan = run.json()
+    validate("plan", plan)
+    [action] = plan["actions"]
+    assert action["argv"] == [["patchelf", "--force-rpath", "--add-rpath", "/opt/vendor/lib",
+                               str(site / "torch" / "lib" / "libtorch.so")]]
+    assert not action["needs_root"] and action["writes"] == []
 
 
 def test_offline_wheelhouse_names_what_it_lacks(tmp_path: Path) -> None:
     _folder(tmp_path)
     house = tmp_path / "wheels"
     house.mkdir()
-    (house / "nvidia_nccl_cu13-2.27.7-py3-none-manylinux_2_18_aarch64.whl").write_bytes(b"")
-    _, plan = _plan(tmp_path, "thor-jp7.0", "--offline", "--wheelhouse", str(house),
-                    "--no-root")
+    (house / "nvidia_nccl_cu13-2.28.9-py3-none-manylinux_2_18_aarch64.whl").write_bytes(b"")
+    _, plan = _plan(tmp_path, "thor-jp7.0", "--offline", "--wheelhouse", str(house))
     lacking = {u["wanted"]: u["why"] for u in plan["unfixable"]}
     assert "the wheelhouse lacks nvidia-nvshmem-cu13==3.4.5" in lacking["libnccl.so.2"]
-    assert "nvidia-cusparselt-cu13==0.8.1" in lacking["libcusparseLt.so.0"]
+    assert "nvidia-cusparselt-cu13==0.8.0" in lacking["libcusparseLt.so.0"]  # torch's pin
+    # apt and redist need the network: an offline plan never takes them.
+    assert "sparse-apt needs the network (--offline)" in lacking["libcusparseLt.so.0"]
 
 
 def test_orin_plan_replaces_torch_first(tmp_path: Path) -> None:
@@ -114,7 +138,7 @@ def test_orin_plan_replaces_torch_first(tmp_path: Path) -> None:
     code, plan = _plan(tmp_path, "orin-jp6.2")
     assert [a["kind"] for a in plan["actions"]] == ["torch-wheel"]
     assert plan["actions"][0]["argv"] == [[
-        "python3", "-m", "pip", "install", "--upgrade", "--no-deps", "--index-url",
+        "python3", "-m", "pip", "install", "--upgrade", "--index-url",
         "https://pypi.jetson-ai-lab.io/jp6/cu126", "torch==2.8.0"]]
     assert "libcublas.so.13" in plan["deferred"] and plan["unfixable"] == []
     assert code == 0

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 __all__ = [
+    "PATH_TOKENS",
     "Applies",
     "Check",
     "Commit",
@@ -218,8 +219,22 @@ class _Table:
 
 
 def _https(url: str) -> str | None:
-    return None if url.startswith("https://") and len(url) > len("https://") else (
-        f"not an https URL: {url!r}")
+    if url.startswith("https://") and len(url) > len("https://") and not re.search(r"\s", url):
+        return None
+    return f"not an https URL: {url!r}"
+
+
+# The tokens a recipe path may hold: the torch's site-packages, the redist prefix, the target's
+# multiarch triplet, and a redist step's component and version.
+PATH_TOKENS = frozenset({"{site}", "{prefix}", "{triplet}", "{component}", "{version}"})
+
+
+def _tokens(path: str) -> str | None:
+    unknown = sorted(set(re.findall(r"\{[^}]*\}", path)) - PATH_TOKENS)
+    if unknown:
+        return f"unknown token(s) {', '.join(unknown)} in {path!r} (known: " + ", ".join(
+            sorted(PATH_TOKENS)) + ")"
+    return None
 
 
 def _soname(name: str) -> str | None:
@@ -310,6 +325,17 @@ def _redist_fields(table: _Table) -> dict[str, Any]:
     variant = table.get("cuda_variant", str)
     if variant is not None and not re.fullmatch(r"cuda\d+", variant):
         table.errors.add(table.field("cuda_variant"), f"expected cudaNN, got {variant!r}")
+    sha256, size = _archive_pins(table)
+    prefix = fields["prefix"]
+    if prefix is not None and not prefix.startswith("/"):
+        table.errors.add(table.field("prefix"), f"expected an absolute path, got {prefix!r}")
+    elif prefix is not None and (problem := _tokens(prefix)):
+        table.errors.add(table.field("prefix"), problem)
+    return {**fields, "cuda_variant": variant, "sha256": sha256, "size": size}
+
+
+def _archive_pins(table: _Table) -> tuple[str | None, int | None]:
+    """A redist step's sha256 and size, both required."""
     sha256 = table.get("sha256", str)
     if sha256 is None or not _SHA256.fullmatch(sha256):
         table.errors.add(table.field("sha256"), f"expected 64 lowercase hex digits, got {sha256!r}")
@@ -318,10 +344,7 @@ def _redist_fields(table: _Table) -> dict[str, Any]:
     size = table.get("size", int)
     if size is not None and size <= 0:
         table.errors.add(table.field("size"), f"expected a positive byte count, got {size}")
-    prefix = fields["prefix"]
-    if prefix is not None and not prefix.startswith("/"):
-        table.errors.add(table.field("prefix"), f"expected an absolute path, got {prefix!r}")
-    return {**fields, "cuda_variant": variant, "sha256": sha256, "size": size}
+    return sha256, size
 
 
 def _activate_fields(table: _Table) -> dict[str, Any]:
@@ -329,6 +352,8 @@ def _activate_fields(table: _Table) -> dict[str, Any]:
     if directory is None or not directory.startswith(("/", "{site}", "{prefix}")):
         table.errors.add(table.field("directory"),
                          f"expected an absolute path or one under {{site}}, got {directory!r}")
+    elif problem := _tokens(directory):
+        table.errors.add(table.field("directory"), problem)
     return {"directory": directory}
 
 

@@ -9,6 +9,7 @@ Exit 0 when the plan fixes every finding it can see, 1 when something is left un
 from __future__ import annotations
 
 import os
+import posixpath
 import sys
 from pathlib import Path  # noqa: TC003 - typer reads the annotations at run time
 from typing import TYPE_CHECKING, Annotated
@@ -51,7 +52,13 @@ def plan_options(
         python=python, site=result.torch.site if result.torch else "/", root=root,
         triplet=result.platform.multiarch, prefer=StepKind(prefer) if prefer else None,
         no_root=no_root, wheelhouse=str(wheelhouse.resolve()) if wheelhouse else None,
-        wheels=wheels, source_build=source_build)
+        wheels=wheels, source_build=source_build,
+        torch_requires=result.torch.requires if result.torch else (),
+        # Where the loader looked for torch's libraries (its DT_RPATH among them): a folder
+        # there needs no activation.
+        searched=frozenset(
+            posixpath.normpath(posixpath.dirname(c.path)) for request in result.requests
+            for c in request.candidates if c.via.value in ("DT_RPATH", "DT_RUNPATH")))
 
 
 def register(app: typer.Typer) -> None:
