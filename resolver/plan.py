@@ -220,9 +220,18 @@ def _step_do(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
         return action((argv,), f"{what} {', '.join(requirements)}{note}",
                       needs_root=method.needs_root or _system_site(options))
     if step.kind is StepKind.APT:
+        setup: tuple[tuple[str, ...], ...] = ()
+        source = ""
+        if step.keyring_url:
+            # NVIDIA's CUDA repository: its keyring package adds the source list; the file is
+            # downloaded (https, checked) before dpkg installs it.
+            keyring = posixpath.basename(step.keyring_url)
+            setup = (("dpkg", "-i", keyring), ("apt-get", "update"))
+            source = (f" from {step.repository or 'NVIDIA'} (its keyring {step.keyring_url} "
+                      "downloaded and installed first)")
         if options.root == "/":
-            return action((("apt-get", "install", "-y", *step.packages),),
-                          f"install {', '.join(step.packages)}")
+            return action((*setup, ("apt-get", "install", "-y", *step.packages)),
+                          f"install {', '.join(step.packages)}{source}")
         return action((("apt-get", "download", *step.packages),),
                       f"download {', '.join(step.packages)} and unpack them into "
                       f"{options.root} (dpkg-deb -x), recording every file")

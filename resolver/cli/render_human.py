@@ -340,6 +340,8 @@ def plan_lines(plan: Plan) -> list[Line]:
         lines.append(_line((f"{number}. ", "bold"), (action.recipe, "bold"),
                            (f" [{action.kind.value}] ", "dim"), action.effect,
                            (f"  for {', '.join(action.fixes)}{root}", "dim")))
+        lines += [_line(f"     > {path}: ", (action.directory or "", "cyan"))
+                  for path in action.writes]
         lines += [_line("     $ ", (shlex.join(argv), "cyan")) for argv in action.argv]
         lines.append(_line(("     undo: ", "dim"), (action.undo_effect, "dim")))
     if not plan.actions:
