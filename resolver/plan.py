@@ -8,6 +8,12 @@ its folder activated instead. Recipes run after the recipes providing what they 
 (cuDSS and cuDNN need `libcublas.so.13`). What no recipe can fix (nothing provides it, or only
 the driver's JetPack component can) is listed, never guessed.
 
+The installed torch's own pins (its Requires-Dist) replace a recipe's versions of the same
+distributions: pip would otherwise report a conflict, and the next torch install undo the fix. A
+folder the loader already searches for the soname (torch's DT_RPATH names `nvidia/*/lib`) is not
+activated again. Offline (`wheelhouse`), only pip steps whose requirements the wheelhouse holds
+are taken; writing into a site-packages of the system (`/usr`, `/opt`) needs root.
+
 Activation: as root, a file in `/etc/ld.so.conf.d` and `ldconfig` (`-r ROOT` for another root);
 without root (`no_root`), the folder is added to the DT_RPATH of each object that needs the
 soname with `patchelf --force-rpath --add-rpath`, since torch's libraries carry DT_RPATH, which
