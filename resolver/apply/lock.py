@@ -1,0 +1,68 @@
+"""One apply at a time per state folder.
+
+The lock is the operating system's (`filelock`, flock(2) on Linux): it belongs to the process
+that took it and is released when that process ends, however it ends, so the lock of a process
+killed with -9 is taken over without guessing from pids. Beside it, `apply.holder.json` names
+the holder (pid, host, start time) for the message a second apply prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Self
+
+from resolver.errors import ApplyError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import TracebackType
+
+    import filelock
+
+__all__ = ["StateLock"]
+
+
+class StateLock:
+    """`with StateLock(folder):` holds the folder's apply lock, or raises at once."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock: filelock.BaseFileLock | None = None
+
+    def _holder(self) -> str:
+        try:
+            info = json.loads((self.folder / "apply.holder.json").read_text("utf-8"))
+            return (f"pid {int(info['pid'])} on {info['host']}, since "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info['since']))}")
+        except (OSError, ValueError, KeyError, TypeError):
+            return "a process that did not say who it is"
+
+    def __enter__(self) -> Self:
+        import filelock  # noqa: PLC0415 - only apply takes the lock
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            lock = filelock.FileLock(self.folder / "apply.lock", timeout=0)
+            lock.acquire()
+        except filelock.Timeout:
+            raise ApplyError(f"{self.folder}: another apply is running ({self._holder()})"
+                             ) from None
+        except OSError as err:
+            raise ApplyError(f"{self.folder}: cannot take the apply lock: {err.strerror}"
+                             ) from err
+        self._lock = lock
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        with contextlib.suppress(OSError):  # the name is for messages; the lock itself is held
+            (self.folder / "apply.holder.json").write_text(json.dumps(holder), "utf-8")
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        (self.folder / "apply.holder.json").unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
