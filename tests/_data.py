@@ -70,6 +70,7 @@ __all__ = [
     "ensure_arm64_root",
     "ensure_cudart_arm_wheel",
     "ensure_nvidia_tools",
+    "ensure_six_wheels",
     "ensure_torch_arm_site",
     "ensure_torch_arm_wheel",
     "ensure_torch_cpu",
@@ -467,6 +468,13 @@ def ensure_cudart_arm_wheel(data_dir: Path) -> Path:
         [*_ARM_PINS, "nvidia-cuda-runtime==13.0.96"],
         what="nvidia-cuda-runtime 13.0.96 aarch64 wheel",
     )
+
+
+def ensure_six_wheels(data_dir: Path) -> tuple[Path, Path]:
+    """six 1.16.0 and 1.17.0 (pure-Python wheels, 11 KB each): two versions to swap."""
+    return tuple(_pip_download_wheel(  # type: ignore[return-value]
+        data_dir / "wheelhouse", f"six-{version}-*.whl", [f"six=={version}"],
+        what=f"six {version} wheel") for version in ("1.16.0", "1.17.0"))
 
 
 def _check_dist(site: Path, dist_info: str) -> None:

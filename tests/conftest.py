@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 NETWORK_FIXTURES = frozenset({
     "torch_x86_wheel", "torch_x86_alone", "torch_x86_full", "torch_cpu", "torch_arm_wheel",
     "torch_arm_site", "arm64_root", "nvidia_tools", "library", "cudart_wheel",
+    "six_wheels",
 })
 
 
@@ -145,3 +146,13 @@ def build_lib() -> _data.BuildLib:
 def cudart_wheel(data_dir: Path) -> Path:
     """nvidia_cuda_runtime-13.0.96-...aarch64.whl from PyPI, for a local wheelhouse."""
     return _get(lambda: _data.ensure_cudart_arm_wheel(data_dir))
+
+
+@pytest.fixture(scope="session")
+def six_wheels(data_dir: Path) -> tuple[Path, Path]:
+    """six 1.16.0 and 1.17.0 wheels from PyPI: a real distribution in two versions."""
+    try:
+        return _data.ensure_six_wheels(data_dir)
+    except _data.DataUnavailable as err:
+        unavailable(str(err))
+        raise
