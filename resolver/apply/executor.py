@@ -1,0 +1,126 @@
+"""Executors: the only code that changes anything. Each runs one planned action.
+
+`SubprocessExecutor` writes the files an action names (an `ld.so.conf.d` entry: to a temporary
+file in the same folder, fsynced, renamed into place, never through an existing symlink) and
+runs its argument lists with no shell, each with a timeout, stopping at the first that fails.
+`DryRunExecutor` is its twin that changes nothing: it says what it would run. Actions whose
+work is not a command (redist downloads, source builds) are refused by both until their
+executors exist, so a plan never half-runs silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from resolver.errors import ApplyError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from resolver.plan import Action
+
+__all__ = ["DryRunExecutor", "Executor", "StepOutcome", "SubprocessExecutor"]
+
+_TAIL = 2000  # characters of a command's output kept for the journal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepOutcome:
+    """What running one action did."""
+
+    ok: bool
+    ran: tuple[tuple[str, ...], ...]  # the argument lists run (or, dry, that would be)
+    wrote: tuple[str, ...] = ()  # files written, in the root's namespace
+    returncode: int | None = None  # of the last command run
+    output: str = ""  # the tail of the failing command's stdout and stderr
+    seconds: float = 0.0
+
+
+class Executor(Protocol):
+    """Runs one action; the only way anything changes."""
+
+    def run(self, action: Action) -> StepOutcome:
+        """Run `action`; a failed command is an outcome, not an exception.
+
+        Raises:
+            ApplyError: the action cannot be run at all (unsupported, unwritable file).
+
+        """
+        ...
+
+
+def _runnable(action: Action) -> None:
+    if not action.argv and not action.writes:
+        raise ApplyError(f"{action.recipe}: a {action.kind.value} step cannot be run yet "
+                         f"({action.effect})")
+
+
+@dataclass(slots=True)
+class DryRunExecutor:
+    """Changes nothing; remembers what it would have run."""
+
+    log: list[str] = field(default_factory=list)
+
+    def run(self, action: Action) -> StepOutcome:
+        """Say what `action` would do."""
+        _runnable(action)
+        self.log += [f"would write {path}: {action.directory}" for path in action.writes]
+        self.log += [f"would run: {shlex.join(argv)}" for argv in action.argv]
+        return StepOutcome(ok=True, ran=action.argv, wrote=action.writes)
+
+
+@dataclass(slots=True)
+class SubprocessExecutor:
+    """Runs actions for real on the root at `root` (a host path; "/" is this machine)."""
+
+    root: Path
+    timeout: float = 3600.0  # seconds per command: a CUDA wheel install is minutes, not hours
+    env: Mapping[str, str] | None = None
+
+    def _write(self, path: str, text: str) -> None:
+        target = self.root / path.lstrip("/")
+        if target.is_symlink():
+            raise ApplyError(f"{target}: refusing to write through a symlink")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(scratch, 0o644)
+            os.replace(scratch, target)
+        except OSError as err:
+            os.unlink(scratch)
+            raise ApplyError(f"{target}: cannot write: {err.strerror}") from err
+
+    def run(self, action: Action) -> StepOutcome:
+        """Write the action's files, then run its commands in order."""
+        _runnable(action)
+        started = time.monotonic()
+        for path in action.writes:
+            self._write(path, f"{action.directory}\n")
+        ran: list[tuple[str, ...]] = []
+        for argv in action.argv:
+            ran.append(argv)
+            try:
+                done = subprocess.run(list(argv), capture_output=True, text=True, check=False,
+                                      timeout=self.timeout, env=self.env)
+            except (OSError, subprocess.TimeoutExpired) as err:
+                return StepOutcome(ok=False, ran=tuple(ran), wrote=action.writes,
+                                   output=str(err)[-_TAIL:],
+                                   seconds=time.monotonic() - started)
+            if done.returncode != 0:
+                return StepOutcome(ok=False, ran=tuple(ran), wrote=action.writes,
+                                   returncode=done.returncode,
+                                   output=(done.stdout + done.stderr)[-_TAIL:],
+                                   seconds=time.monotonic() - started)
+        return StepOutcome(ok=True, ran=tuple(ran), wrote=action.writes, returncode=0,
+                           seconds=time.monotonic() - started)
