@@ -40,6 +40,7 @@ class Event(enum.Enum):
     STEP_FAILED = "step-failed"
     UNDO_STARTED = "undo-started"
     UNDO_DONE = "undo-done"
+    UNDO_FAILED = "undo-failed"
     RUN_FINISHED = "run-finished"  # data.outcome: done, rolled-back, rollback-incomplete
 
 
@@ -148,6 +149,7 @@ class RunState:
     failed: tuple[int, ...]
     in_doubt: int | None  # a step that started and never finished: it may have half run
     undone: tuple[int, ...]  # steps whose undo finished
+    undo_failed: tuple[int, ...]  # steps whose undo failed: left for `rollback` to retry
     snapshot: bool  # the known-good state was recorded
     outcome: str | None  # the run's end, None while it has not ended (crashed or running)
 
@@ -155,7 +157,7 @@ class RunState:
 def state_of(records: Sequence[Record]) -> RunState:
     """Which steps ran, failed, were undone; which one a crash left in doubt."""
     started: dict[int, None] = {}
-    done, failed, undone = [], [], []
+    done, failed, undone, undo_failed = [], [], [], []
     outcome, snapshot = None, False
     for record in records:
         if record.event is Event.SNAPSHOT:
@@ -170,8 +172,11 @@ def state_of(records: Sequence[Record]) -> RunState:
             failed.append(record.step)
         elif record.event is Event.UNDO_DONE and record.step is not None:
             undone.append(record.step)
+        elif record.event is Event.UNDO_FAILED and record.step is not None:
+            undo_failed.append(record.step)
         elif record.event is Event.RUN_FINISHED:
             outcome = str(record.data.get("outcome", "done"))
     in_doubt = next(iter(started), None)
     return RunState(done=tuple(done), failed=tuple(failed), in_doubt=in_doubt,
-                    undone=tuple(undone), snapshot=snapshot, outcome=outcome)
+                    undone=tuple(undone), undo_failed=tuple(undo_failed), snapshot=snapshot,
+                    outcome=outcome)
