@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "resolver"
 
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text("utf-8"))
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
