@@ -434,15 +434,28 @@ def make_plan(fixes: Sequence[Fix], options: PlanOptions) -> Plan:
     return Plan(actions=tuple(_dedup(actions)), unfixable=tuple(unfixable))
 
 
+# Commands that set up a package source: once is enough for the whole plan.
+_SETUP = (("apt-get", "update"),)
+
+
 def _dedup(actions: Sequence[Action]) -> list[Action]:
-    """Drop an action an earlier one already is; rebuild ld.so.cache once, after the last file."""
+    """The actions without repeats.
+
+    An action an earlier one already is goes; a package source is set up once; ld.so.cache is
+    rebuilt once, after the last file.
+    """
     seen: set[tuple[object, ...]] = set()
+    ran: set[tuple[str, ...]] = set()
     out: list[Action] = []
     for action in actions:
         key = (action.kind, action.argv, action.writes, action.effect)
-        if key not in seen:
-            seen.add(key)
-            out.append(action)
+        if key in seen:
+            continue
+        seen.add(key)
+        setup = [a for a in action.argv if a in _SETUP or a[:2] == ("dpkg", "-i")]
+        argv = tuple(a for a in action.argv if a not in ran or a not in setup)
+        ran.update(setup)
+        out.append(dataclasses.replace(action, argv=argv) if argv != action.argv else action)
     conf_writers = [n for n, a in enumerate(out) if a.writes and a.argv]
     for n in conf_writers[:-1]:
         out[n] = dataclasses.replace(out[n], argv=(), effect=out[n].effect.replace(
