@@ -57,6 +57,11 @@ _LIBRARY_DIR = re.compile(
     r"dist-packages|python3(\.\d+)?|local|torch|extras|CUPTI|.*\.libs")
 
 
+# LoaderConfig.cache_source when the root's cache is not read (the JSON shows these words).
+_CACHE_IGNORED = "unreadable, ignored"
+_CACHE_EMULATED = "emulated from ld.so.conf"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoaderConfig:
     """The root's `ld.so.conf` directories and where the loader's cache answers come from."""
@@ -100,7 +105,7 @@ def read_loader_config(rootfs: RootFS, platform: Platform
             cache = parse_ld_so_cache(data, origin=rootfs.host_label("/etc/ld.so.cache"))
         except InvalidLdCache as err:
             # glibc ignores a cache it cannot read (elf/dl-cache.c _dl_load_cache_lookup).
-            return (LoaderConfig(conf_dirs=conf_dirs, cache_source="unreadable, ignored",
+            return (LoaderConfig(conf_dirs=conf_dirs, cache_source=_CACHE_IGNORED,
                                  cache_problem=str(err)),
                     lambda _name: None)
 
@@ -122,7 +127,7 @@ def read_loader_config(rootfs: RootFS, platform: Platform
     # A live machine without a cache is unusual but harmless to say nothing of: ldconfig runs
     # at boot. A directory root often lacks one because nobody ran ldconfig in it.
     problem = None if rootfs.live else "the root has no /etc/ld.so.cache"
-    return (LoaderConfig(conf_dirs=conf_dirs, cache_source="emulated from ld.so.conf",
+    return (LoaderConfig(conf_dirs=conf_dirs, cache_source=_CACHE_EMULATED,
                          cache_problem=problem),
             emulated)
 
@@ -252,7 +257,7 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
     if loader.cache_problem is not None:
         findings.append(LdSoCacheIgnored(
             severity=Severity.INFO, path="/etc/ld.so.cache",
-            present=loader.cache_source != "emulated from ld.so.conf",
+            present=loader.cache_source == _CACHE_IGNORED,
             reason=loader.cache_problem))
     findings.sort(key=_sort_key)
     return Diagnosis(platform=platform, torch=torch, loader=loader, objects=objects,

@@ -208,7 +208,6 @@ def _step_action(recipe: Recipe, method: Method, step: Step, options: PlanOption
 def _step_do(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
              fix: Fix) -> Action:
     """The action of one recipe step, with its exact commands."""
-    prefix = next((s.prefix for s in method.steps if s.kind is StepKind.REDIST), None)
 
     def action(argv: tuple[tuple[str, ...], ...], effect: str, writes: tuple[str, ...] = (),
                *, needs_root: bool = method.needs_root) -> Action:
@@ -242,8 +241,10 @@ def _step_do(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
                       f"download {', '.join(step.packages)} and unpack them into "
                       f"{options.root} (dpkg-deb -x), recording every file")
     if step.kind is StepKind.ACTIVATE:
-        directory = _expand(step.directory or "", options, _expand(prefix or "", options, None,
-                                                                   _redist_of(method)))
+        # `{prefix}` is where the method's redist step unpacks, its own tokens filled in.
+        redist = next((s for s in method.steps if s.kind is StepKind.REDIST), None)
+        prefix = _expand(redist.prefix or "", options, None, redist) if redist else None
+        directory = _expand(step.directory or "", options, prefix)
         requesters = getattr(fix.finding, "requested_by", ())
         argv_lists, effect, writes, root = _activation(directory, recipe.id, options, requesters)
         return dataclasses.replace(action(argv_lists, effect, writes, needs_root=root),
@@ -271,10 +272,6 @@ def _effect(step: Step, options: PlanOptions) -> str:
 
 # The step an activation of a folder found under the root stands for (no recipe names it).
 _ACTIVATE = Step(kind=StepKind.ACTIVATE)
-
-
-def _redist_of(method: Method) -> Step | None:
-    return next((s for s in method.steps if s.kind is StepKind.REDIST), None)
 
 
 def _cherry_picks(step: Step) -> list[Commit]:

@@ -96,7 +96,9 @@ def test_no_root_on_a_system_site_plans_nothing_that_needs_root(tmp_path: Path) 
     assert plan["actions"] == [] and code == 1
     why = {u["wanted"]: u["why"] for u in plan["unfixable"]}
     assert "belongs to the system" in why["libnccl.so.2"]
-    assert "needs root (--no-root)" in why["libcusparseLt.so.0"] or "belongs to the system" in (
+    # sparse-apt needs root; sparse-pip would write into the system's site.
+    assert "sparse-apt needs root (--no-root)" in why["libcusparseLt.so.0"]
+    assert "sparse-pip: /usr/local/lib/python3.12/dist-packages belongs to the system" in (
         why["libcusparseLt.so.0"])
     assert "without root no object that needs it can be patched" in why["libcupti.so.13"]
 

@@ -37,12 +37,18 @@ def _mark(entry: Path, marker: str) -> None:
     entry.write_text(json.dumps(data))
 
 
-def test_replayed_until_a_consulted_path_changes(tmp_path: Path) -> None:
+def _first_run(tmp_path: Path) -> tuple[Path, Path, tuple[str, ...],
+                                          subprocess.CompletedProcess[str]]:
+    """A mini torch on an empty root, aged, and its first (kept) diagnose."""
     site = make_mini_torch(tmp_path / "site", synth_lib)
     root = empty_root(tmp_path / "root")
     args = ("diagnose", "--site-packages", str(site), "--root", str(root), "--json")
     _settle()
-    first = _run(tmp_path, *args)
+    return site, root, args, _run(tmp_path, *args)
+
+
+def test_replayed_until_a_consulted_path_changes(tmp_path: Path) -> None:
+    site, root, args, first = _first_run(tmp_path)
     assert first.returncode == 1, first.stderr
     [entry] = _entries(tmp_path)
     seen = dict(json.loads(entry.read_text())["seen"])
@@ -88,11 +94,7 @@ def test_no_cache_and_errors_are_never_kept(tmp_path: Path) -> None:
 
 
 def test_damaged_entry_is_a_miss(tmp_path: Path) -> None:
-    site = make_mini_torch(tmp_path / "site", synth_lib)
-    root = empty_root(tmp_path / "root")
-    args = ("diagnose", "--site-packages", str(site), "--root", str(root), "--json")
-    _settle()
-    first = _run(tmp_path, *args)
+    _, _, args, first = _first_run(tmp_path)
     [entry] = _entries(tmp_path)
     for damage in ("", "{", '{"format": 1, "code": "x"}', json.dumps({"format": 1})):
         entry.write_text(damage)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from resolver.recipes.schema import Applies, Recipe
     from resolver.target.platform import Platform
 
-__all__ = ["Fix", "Target", "match_findings", "target_of", "why_not"]
+__all__ = ["Fix", "Target", "match_findings", "target_of", "wanted_by", "why_not"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,7 +139,7 @@ def _replaces_torch(recipe: Recipe) -> bool:
                for m in recipe.methods for step in m.steps)
 
 
-def _wanted(finding: Finding) -> str | None:
+def wanted_by(finding: Finding) -> str | None:
     """The soname a finding needs provided, `torch` for a torch that cannot run here."""
     wanted: str | None = None
     if isinstance(finding, MissingLibrary):
@@ -209,7 +209,7 @@ def match_findings(findings: Sequence[Finding], recipes: Sequence[Recipe], targe
     """A `Fix` for every finding that names something a recipe could provide, in order."""
     fixes = []
     for finding in findings:
-        wanted = _wanted(finding)
+        wanted = wanted_by(finding)
         if wanted is not None:
             fixes.append(_fix(finding, wanted, recipes, target))
     return tuple(fixes)

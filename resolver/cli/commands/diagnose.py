@@ -140,12 +140,14 @@ def match_fixes(result: Diagnosis, folder: Path | None) -> tuple[Fix, ...]:
     from resolver.cli.result_cache import active_witness  # noqa: PLC0415
     from resolver.errors import RecipeError  # noqa: PLC0415
     from resolver.recipes.database import load_database  # noqa: PLC0415
-    from resolver.recipes.match import match_findings, target_of  # noqa: PLC0415
+    from resolver.recipes.match import match_findings, target_of, wanted_by  # noqa: PLC0415
     from resolver.shipped_data import recipes_root  # noqa: PLC0415
 
     folder = folder or recipes_root()
     if not folder.is_dir():
         raise RecipeError("not a directory of recipes", file=str(folder))
+    if not any(wanted_by(f) for f in result.findings):
+        return ()  # nothing a recipe could fix: no need to read the database
     witness = active_witness()
     if witness is not None:  # the recipes decide the fixes shown: a changed one is a miss
         witness.saw(str(folder))
