@@ -219,7 +219,7 @@ def _step_do(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
         requirements, replaced = ((step.requirements, []) if upgrade
                                   else _pinned_by_torch(step.requirements, options))
         argv = _pip_argv(options, requirements, step.index_url, upgrade=upgrade)
-        what = "install torch" if upgrade else "install"
+        what = "install, in place of the current torch," if upgrade else "install"
         note = f" (torch's own pins: {'; '.join(replaced)})" if replaced else ""
         # pip writes into the torch's site: the system's (/usr, /opt) needs root.
         return action((argv,), f"{what} {', '.join(requirements)}{note}",

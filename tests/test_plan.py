@@ -139,6 +139,8 @@ def test_orin_plan_replaces_torch_first(tmp_path: Path) -> None:
     _folder(tmp_path)
     code, plan = _plan(tmp_path, "orin-jp6.2")
     assert [a["kind"] for a in plan["actions"]] == ["torch-wheel"]
+    assert plan["actions"][0]["effect"] == (
+        "install, in place of the current torch, torch==2.8.0")
     assert plan["actions"][0]["argv"] == [[
         "python3", "-m", "pip", "install", "--upgrade", "--index-url",
         "https://pypi.jetson-ai-lab.io/jp6/cu126", "torch==2.8.0"]]
