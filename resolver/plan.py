@@ -60,6 +60,8 @@ class PlanOptions:
     source_build: bool = False  # allow a torch source build
     torch_requires: tuple[str, ...] = ()  # the installed torch's Requires-Dist: its own pins
     searched: frozenset[str] = frozenset()  # folders the loader searched in the diagnosis
+    pip_sources: tuple[str, ...] = ()  # the user's --index-url / --find-links for pip
+    pip_platform: tuple[str, ...] = ()  # another root: pip's --platform, --python-version...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,13 +141,17 @@ def _pip_argv(options: PlanOptions, requirements: Sequence[str], index_url: str 
               *, upgrade: bool = False) -> tuple[str, ...]:
     argv = [options.python, "-m", "pip", "install"]
     if options.root != "/":
-        argv += ["--target", posixpath.join(options.root, options.site.lstrip("/"))]
-    if upgrade:
-        argv += ["--upgrade"]
+        # pip here installs for the target: its platform tags, into its site.
+        argv += [*options.pip_platform, "--target",
+                 posixpath.join(options.root, options.site.lstrip("/"))]
+    if upgrade or options.root != "/":
+        argv += ["--upgrade"]  # with --target, pip otherwise skips what is already there
     if options.wheelhouse is not None:
         argv += ["--no-index", "--find-links", options.wheelhouse]
-    elif index_url:
-        argv += ["--index-url", index_url]
+    elif "--index-url" in options.pip_sources or not index_url:
+        argv += options.pip_sources
+    else:
+        argv += ["--index-url", index_url, *options.pip_sources]
     return (*argv, *requirements)
 
 
@@ -176,20 +182,20 @@ def _undo(action: Action, step: Step, options: PlanOptions) -> Action:
     plan already knows.
     """
     undo: tuple[tuple[str, ...], ...] = ()
-    if step.kind is StepKind.PIP:
-        names = tuple(Requirement(r).name for r in step.requirements)
-        undo = ((options.python, "-m", "pip", "uninstall", "-y", *names),)
-        text = f"uninstall {', '.join(names)}"
-    elif step.kind is StepKind.TORCH_WHEEL:
-        text = "put the snapshot of the previous torch back, byte for byte"
+    if step.kind in (StepKind.PIP, StepKind.TORCH_WHEEL):
+        # What pip replaced was kept before it ran (pip's own dry-run report names it); what it
+        # added is recorded as it runs. Both are put back from that, offline.
+        text = ("remove what it installed and put back, byte for byte, what it replaced "
+                "(kept before it ran)")
     elif step.kind is StepKind.APT and options.root == "/":
         names = tuple(p.split("=", 1)[0] for p in step.packages)
         undo = (("apt-get", "remove", "-y", *names),)
         text = f"remove {', '.join(names)}"
     elif step.kind is StepKind.ACTIVATE and action.writes:
+        # The file goes back to what it was (kept before the step wrote it), then the cache.
         ldconfig = ("ldconfig",) if options.root == "/" else ("ldconfig", "-r", options.root)
-        undo = (("rm", "-f", *action.writes), ldconfig)
-        text = f"remove {', '.join(action.writes)}, then rebuild ld.so.cache"
+        undo = (ldconfig,)
+        text = f"put {', '.join(action.writes)} back as it was, then rebuild ld.so.cache"
     elif step.kind is StepKind.ACTIVATE:
         text = "set each object's DT_RPATH back to what it was before"
     elif step.kind is StepKind.SOURCE_BUILD:

@@ -31,8 +31,10 @@ def test_only_the_cli_imports_rich_and_typer() -> None:
 
 
 def test_only_the_cli_and_the_executors_run_commands() -> None:
-    # The CLI asks a live interpreter where its torch is; executors change the target.
-    allowed = {"cli/commands/diagnose.py", "cli/commands/record.py", "apply/executor.py"}
+    # The CLI asks a live interpreter where its torch is; executors change the target (and ask
+    # pip what it would change); verification runs the target's interpreter, changing nothing.
+    allowed = {"cli/commands/diagnose.py", "cli/commands/record.py", "cli/commands/apply.py",
+               "apply/executor.py", "apply/verify.py"}
     runners = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
                if "subprocess" in _imports(p)}
     assert runners <= allowed, runners - allowed

@@ -10,23 +10,24 @@ executors exist, so a plan never half-runs silently.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from resolver.errors import ApplyError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from pathlib import Path
+    from collections.abc import Mapping, Sequence
 
     from resolver.plan import Action
 
-__all__ = ["DryRunExecutor", "Executor", "StepOutcome", "SubprocessExecutor"]
+__all__ = ["DryRunExecutor", "Executor", "StepOutcome", "SubprocessExecutor", "pip_would_install"]
 
 _TAIL = 2000  # characters of a command's output kept for the journal
 
@@ -124,3 +125,24 @@ class SubprocessExecutor:
                                    seconds=time.monotonic() - started)
         return StepOutcome(ok=True, ran=tuple(ran), wrote=action.writes, returncode=0,
                            seconds=time.monotonic() - started)
+
+
+def pip_would_install(argv: Sequence[str]) -> list[str]:
+    """The distributions `pip install` (`argv`) would install: pip's own `--dry-run --report`.
+
+    It changes nothing; the names are those apply keeps before the step runs. An empty list
+    when pip cannot say (the real step will fail the same way).
+    """
+    if "install" not in argv:
+        return []
+    at = list(argv).index("install") + 1
+    with tempfile.TemporaryDirectory(prefix="jetson-resolve-") as folder:
+        report = Path(folder) / "report.json"
+        try:
+            subprocess.run([*argv[:at], "--dry-run", "--quiet", "--report", str(report),
+                            *argv[at:]], capture_output=True, check=False, timeout=600)
+            data = json.loads(report.read_text("utf-8"))
+        except (OSError, ValueError, subprocess.SubprocessError):
+            return []
+    return [str(item["metadata"]["name"]) for item in data.get("install", [])
+            if isinstance(item, dict) and "metadata" in item]

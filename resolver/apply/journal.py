@@ -25,7 +25,15 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
-__all__ = ["Event", "Journal", "Record", "RunState", "read_journal", "state_of"]
+__all__ = [
+    "Event",
+    "Journal",
+    "Record",
+    "RunState",
+    "read_journal",
+    "rollback_unfinished",
+    "state_of",
+]
 
 _MAX_LINE = 1 << 20  # a record is small; a longer line is damage
 
@@ -41,6 +49,9 @@ class Event(enum.Enum):
     UNDO_STARTED = "undo-started"
     UNDO_DONE = "undo-done"
     UNDO_FAILED = "undo-failed"
+    ROUND = "round"  # a diagnosis between steps: data.blocking, data.findings, data.planned
+    VERIFIED = "verified"  # the target interpreter's verdict: data.ok, data.report
+    RESTORED = "restored"  # rollback put the known-good state back: data.restored, .problems
     RUN_FINISHED = "run-finished"  # data.outcome: done, rolled-back, rollback-incomplete
 
 
@@ -180,3 +191,11 @@ def state_of(records: Sequence[Record]) -> RunState:
     return RunState(done=tuple(done), failed=tuple(failed), in_doubt=in_doubt,
                     undone=tuple(undone), undo_failed=tuple(undo_failed), snapshot=snapshot,
                     outcome=outcome)
+
+
+def rollback_unfinished(records: Sequence[Record]) -> bool:
+    """True when a rollback began (an undo record) and did not reach its `restored` record."""
+    undo = (Event.UNDO_STARTED, Event.UNDO_DONE, Event.UNDO_FAILED)
+    last_undo = max((r.seq for r in records if r.event in undo), default=-1)
+    last_restored = max((r.seq for r in records if r.event is Event.RESTORED), default=-1)
+    return last_undo > last_restored

@@ -92,9 +92,9 @@ def parse_record(text: str, *, where: str) -> tuple[RecordEntry, ...]:
             raise ApplyError(f"{where}:{number}: expected path,hash,size")
         path, digest, size = row
         normal = posixpath.normpath(path)
-        # Scripts sit beside the site (`../../bin/x` from lib/pythonX/site-packages): allowed,
-        # but never above the prefix those three levels reach.
-        if path.startswith("/") or normal.startswith("../../../"):
+        # Scripts sit in the prefix's bin (`../../../bin/x` from lib/pythonX.Y/site-packages):
+        # allowed, but never above the prefix those three levels reach.
+        if path.startswith("/") or normal.startswith("../../../../"):
             raise ApplyError(f"{where}:{number}: {path!r} leaves the install prefix")
         try:
             entries.append(RecordEntry(path=normal, sha256=_hex(digest) if digest else None,

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 __all__ = ["build_app", "main"]
 
 
-_COMMANDS = ("diagnose", "plan", "record", "check", "recipes")
+_COMMANDS = ("diagnose", "plan", "apply", "rollback", "resume", "status", "record", "check",
+             "recipes")
 
 
 def build_app(only: str | None = None) -> typer.Typer:

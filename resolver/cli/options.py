@@ -18,12 +18,17 @@ __all__ = [
     "Json",
     "LdLibraryPath",
     "NoCache",
+    "NoRoot",
+    "Offline",
+    "Prefer",
     "Python",
     "Recipes",
     "Root",
     "SitePackages",
+    "SourceBuild",
     "TorchFixture",
     "Wheel",
+    "Wheelhouse",
 ]
 
 Python = Annotated[str | None, typer.Option(
@@ -51,4 +56,13 @@ NoCache = Annotated[bool, typer.Option(
 Recipes = Annotated[Path | None, typer.Option(
     "--recipes", help="The recipe folder fixes come from (default: the shipped one).")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+Prefer = Annotated[str | None, typer.Option(
+    "--prefer", help="Use pip, apt or redist first where a recipe offers it.")]
+Offline = Annotated[bool, typer.Option("--offline", help="pip resolves against --wheelhouse only.")]
+Wheelhouse = Annotated[Path | None, typer.Option(
+    "--wheelhouse", help="With --offline: the folder of wheels pip may use.")]
+NoRoot = Annotated[bool, typer.Option(
+    "--no-root", help="Only steps an unprivileged user can take in the environment.")]
+SourceBuild = Annotated[bool, typer.Option(
+    "--source-build", help="Allow building torch from source.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]

@@ -22,6 +22,7 @@ from resolver.loader.walk import Candidate
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from resolver.apply.runs import Run
     from resolver.diagnose import Diagnosis
     from resolver.findings.model import Finding
     from resolver.plan import Plan
@@ -40,6 +41,7 @@ __all__ = [
     "plan_json",
     "platform_json",
     "recipe_json",
+    "run_json",
 ]
 
 SCHEMA_VERSION = 2
@@ -221,4 +223,31 @@ def plan_json(plan: Plan, exit_code: int) -> dict[str, Any]:
                      "fixes": list(a.fixes)} for a in plan.actions],
         "unfixable": [{"wanted": wanted, "why": why} for wanted, why in plan.unfixable],
         "deferred": list(plan.deferred),
+    }
+
+
+def run_json(run: Run, command: str, exit_code: int) -> dict[str, Any]:
+    """An apply run as its journal tells it.
+
+    The envelope of `apply`, `rollback`, `resume` and `status`.
+    """
+    from resolver.apply.journal import Event  # noqa: PLC0415
+    from resolver.apply.runs import steps_of  # noqa: PLC0415
+
+    records = run.records()
+    state = run.state()
+    last = {record.event: dict(record.data) for record in records}
+    request = dict(records[0].data) if records else {}
+    return {
+        "schema": SCHEMA_VERSION, "command": command, "exit_code": exit_code,
+        "run": run.id, "journal": str(run.journal_path),
+        "target": {"root": request.get("root"), "site": request.get("site"),
+                   "wheel": request.get("wheel")},
+        "outcome": state.outcome, "in_doubt": state.in_doubt,
+        "steps": [{"number": s.number, "recipe": s.recipe, "kind": s.kind, "effect": s.effect,
+                   "state": s.state, "seconds": s.seconds, "output": s.output}
+                  for s in steps_of(records)],
+        "freeze": list(last.get(Event.SNAPSHOT, {}).get("freeze", [])),
+        "verified": last.get(Event.VERIFIED),
+        "restored": last.get(Event.RESTORED),
     }

@@ -12,7 +12,7 @@ import os
 import posixpath
 import sys
 from pathlib import Path  # noqa: TC003 - typer reads the annotations at run time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -24,9 +24,19 @@ if TYPE_CHECKING:
     from resolver.diagnose import Diagnosis
     from resolver.plan import PlanOptions
 
-__all__ = ["plan_options", "register"]
+__all__ = ["check_plan_flags", "plan_options", "register"]
 
 _PREFER = ("pip", "apt", "redist")
+
+
+def check_plan_flags(*, prefer: str | None, offline: bool, wheelhouse: Path | None) -> None:
+    """Refuse (exit 2) a --prefer that names no step kind, and half of --offline --wheelhouse."""
+    if prefer is not None and prefer not in _PREFER:
+        raise fail(f"--prefer: expected one of {', '.join(_PREFER)}, got {prefer!r}")
+    if offline != (wheelhouse is not None):
+        raise fail("give --offline and --wheelhouse DIR together")
+    if wheelhouse is not None and not wheelhouse.is_dir():
+        raise fail(f"--wheelhouse {wheelhouse}: not a directory")
 
 
 def plan_options(
@@ -75,17 +85,11 @@ def register(app: typer.Typer) -> None:
         ld_library_path: opt.LdLibraryPath = None,
         gpu_arch: opt.GpuArch = None,
         recipes: opt.Recipes = None,
-        prefer: Annotated[str | None, typer.Option(
-            "--prefer", help="Use pip, apt or redist first where a recipe offers it.")] = None,
-        offline: Annotated[bool, typer.Option(
-            "--offline", help="pip resolves against --wheelhouse only.")] = False,
-        wheelhouse: Annotated[Path | None, typer.Option(
-            "--wheelhouse", help="With --offline: the folder of wheels pip may use.")] = None,
-        no_root: Annotated[bool, typer.Option(
-            "--no-root", help="Only steps an unprivileged user can take in the environment.",
-        )] = False,
-        source_build: Annotated[bool, typer.Option(
-            "--source-build", help="Allow building torch from source.")] = False,
+        prefer: opt.Prefer = None,
+        offline: opt.Offline = False,
+        wheelhouse: opt.Wheelhouse = None,
+        no_root: opt.NoRoot = False,
+        source_build: opt.SourceBuild = False,
         no_cache: opt.NoCache = False,
         as_json: opt.Json = False,
         debug: opt.Debug = False,
@@ -98,10 +102,7 @@ def register(app: typer.Typer) -> None:
         )
         from resolver.plan import make_plan  # noqa: PLC0415
 
-        if prefer is not None and prefer not in _PREFER:
-            raise fail(f"--prefer: expected one of {', '.join(_PREFER)}, got {prefer!r}")
-        if offline != (wheelhouse is not None):
-            raise fail("give --offline and --wheelhouse DIR together")
+        check_plan_flags(prefer=prefer, offline=offline, wheelhouse=wheelhouse)
         source = make_source(python=python, site_packages=site_packages, wheel=wheel, root=root,
                              ld_library_path=ld_library_path, gpu_arch=gpu_arch,
                              no_cache=no_cache, fixture=fixture, torch_fixture=torch_fixture)

@@ -1,0 +1,311 @@
+"""The known-good state of a run, kept in its folder before anything changes, and put back.
+
+What is kept (`<run>/known-good/`):
+- `state.json`: the site's top-level entries and its distributions (`name==version`, the
+  site's own `pip freeze`), the `ld.so.conf.d` entries with their sha256, and for every file a
+  step will write, its bytes before (or that it did not exist);
+- `dists/<dist-info>/`: a byte-for-byte copy of each distribution a step may replace
+  (`resolver.apply.snapshot`), taken before that step runs: torch always, and what pip's own
+  dry-run report says it will reinstall.
+
+`restore_site` puts the site back: distributions the run added are removed (only the files
+whose bytes are still the ones their RECORD lists; another's change is reported and left),
+kept ones restored and checked against their RECORD hashes, and files a crash left inside a
+kept distribution's folders that no RECORD claims are removed. `restore_files` puts the
+written files back, unless someone else changed them since the run wrote them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from resolver.apply.snapshot import (
+    find_dist_info,
+    parse_record,
+    restore_snapshot,
+    take_snapshot,
+    verify_record,
+)
+from resolver.errors import ApplyError
+
+__all__ = ["KnownGood", "RestoreReport", "SiteListing", "list_site"]
+
+_STATE = "state.json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteListing:
+    """A site-packages folder at one instant: its top-level names and its distributions."""
+
+    entries: tuple[str, ...]  # sorted top-level names
+    dists: dict[str, str]  # canonical name -> dist-info folder name
+
+
+def list_site(site: Path) -> SiteListing:
+    """The top-level entries and the installed distributions of `site` (empty when absent)."""
+    try:
+        names = sorted(os.listdir(site))
+    except FileNotFoundError:
+        return SiteListing(entries=(), dists={})
+    except OSError as err:
+        raise ApplyError(f"{site}: cannot list: {err.strerror}") from err
+    dists = {str(canonicalize_name(name.removesuffix(".dist-info").rsplit("-", 1)[0])): name
+             for name in names if name.endswith(".dist-info")}
+    return SiteListing(entries=tuple(names), dists=dists)
+
+
+def _version(dist_info: str) -> str:
+    return dist_info.removesuffix(".dist-info").rsplit("-", 1)[-1]
+
+
+def _sha256_or_none(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(slots=True, kw_only=True)
+class RestoreReport:
+    """What putting the known-good state back did."""
+
+    restored: list[str] = field(default_factory=list)  # distributions put back
+    removed: list[str] = field(default_factory=list)  # distributions and entries taken away
+    pruned: int = 0  # stray files removed from a kept distribution's folders
+    left: list[str] = field(default_factory=list)  # changed by someone else: reported, kept
+    problems: list[str] = field(default_factory=list)  # what could not be put back
+
+    @property
+    def complete(self) -> bool:
+        """True when everything kept is back as it was."""
+        return not self.problems
+
+
+class KnownGood:
+    """The known-good state of one run, in `folder`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _state(self) -> dict[str, object]:
+        try:
+            state = json.loads((self.folder / _STATE).read_text("utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            raise ApplyError(f"{self.folder / _STATE}: cannot read the known-good state: "
+                             f"{err}") from None
+        if not isinstance(state, dict):
+            raise ApplyError(f"{self.folder / _STATE}: not a known-good state")
+        return state
+
+    def _save(self, state: dict[str, object]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        scratch = self.folder / f".{_STATE}.tmp"
+        with scratch.open("w", encoding="utf-8") as handle:
+            json.dump(state, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        scratch.replace(self.folder / _STATE)
+
+    @property
+    def taken(self) -> bool:
+        """True once `begin` has recorded the site."""
+        return "site" in self._state()
+
+    def begin(self, site: Path, conf_dir: Path) -> SiteListing:
+        """Record the site's listing and the `ld.so.conf.d` entries (once per run).
+
+        Raises:
+            ApplyError: the site cannot be listed, or the state cannot be written.
+
+        """
+        state = self._state()
+        listing = list_site(site)
+        if "site" in state:
+            return listing
+        confs = {}
+        if conf_dir.is_dir():
+            confs = {p.name: _sha256_or_none(p) for p in sorted(conf_dir.iterdir())
+                     if p.is_file()}
+        state.update({
+            "site": str(site), "entries": list(listing.entries),
+            "dists": listing.dists,
+            "freeze": sorted(f"{name}=={_version(info)}" for name, info in listing.dists.items()),
+            "ld_so_conf_d": confs, "kept": [], "files": {}})
+        self._save(state)
+        return listing
+
+    def freeze(self) -> list[str]:
+        """The site's `name==version` lines when the run began."""
+        return [str(line) for line in self._list("freeze")]
+
+    def _list(self, key: str) -> list[object]:
+        value = self._state().get(key, [])
+        return value if isinstance(value, list) else []
+
+    def keep_dist(self, site: Path, name: str) -> str | None:
+        """Copy distribution `name` (if installed and not yet kept); its dist-info name.
+
+        Raises:
+            ApplyError: its files differ from its RECORD, or the copy fails.
+
+        """
+        dist_info = find_dist_info(site, name)
+        state = self._state()
+        kept = [str(k) for k in self._list("kept")]
+        if dist_info is None or dist_info in kept:
+            return dist_info
+        folder = self.folder / "dists" / dist_info
+        shutil.rmtree(folder, ignore_errors=True)  # a copy a crash cut short
+        take_snapshot(site, dist_info, folder)
+        state["kept"] = [*kept, dist_info]
+        self._save(state)
+        return dist_info
+
+    def keep_file(self, path: Path) -> None:
+        """Keep `path`'s bytes (or that it is absent) before a step writes it; once per run."""
+        state = self._state()
+        files = state.get("files")
+        files = dict(files) if isinstance(files, dict) else {}
+        if str(path) in files:
+            return
+        copy = self.folder / "files" / hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        if path.is_file() and not path.is_symlink():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, copy)
+            files[str(path)] = {"copy": copy.name, "sha256": _sha256_or_none(path)}
+        else:
+            files[str(path)] = {"copy": None, "sha256": None}
+        state["files"] = files
+        self._save(state)
+
+    def restore_files(self, written: dict[str, str], report: RestoreReport) -> None:
+        """Put each kept file back, given what the run wrote there (path -> text written)."""
+        files = self._state().get("files")
+        files = files if isinstance(files, dict) else {}
+        for path_text, text in written.items():
+            before = files.get(path_text)
+            path = Path(path_text)
+            if not isinstance(before, dict):
+                report.problems.append(f"{path}: not in the known-good state")
+                continue
+            now = _sha256_or_none(path)
+            if now == before.get("sha256"):
+                continue  # already as it was
+            if now != hashlib.sha256(text.encode()).hexdigest():
+                report.left.append(f"{path}: changed by someone else since; left as it is")
+                continue
+            if before.get("copy") is None:
+                path.unlink()
+            else:
+                shutil.copy2(self.folder / "files" / str(before["copy"]), path)
+            report.removed.append(str(path))
+
+    def restore_site(self, site: Path, added: set[str]) -> RestoreReport:
+        """Put the site back as `begin` found it.
+
+        `added` are top-level entries the run's steps created (from the journal), removed whole.
+
+        Raises:
+            ApplyError: the known-good state is unreadable.
+
+        """
+        state = self._state()
+        report = RestoreReport()
+        before = state.get("dists")
+        before = {str(k): str(v) for k, v in before.items()} if isinstance(before, dict) else {}
+        now = list_site(site)
+        for name, dist_info in sorted(now.dists.items()):
+            if name not in before:
+                self._remove_dist(site, dist_info, report)
+        for entry in sorted(added):
+            path = site / entry
+            if entry in state.get("entries", []) or not os.path.lexists(path):  # type: ignore[operator]
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            report.removed.append(entry)
+        kept = [str(k) for k in self._list("kept")]
+        for dist_info in kept:
+            name = canonicalize_name(dist_info.removesuffix(".dist-info").rsplit("-", 1)[0])
+            current = find_dist_info(site, name)
+            if current == dist_info and not verify_record(site, dist_info):
+                continue  # untouched
+            restore_snapshot(self.folder / "dists" / dist_info, site, current)
+            report.restored.append(dist_info)
+        report.pruned = self._prune(site, kept)
+        for dist_info in kept:
+            bad = verify_record(site, dist_info)
+            if bad:
+                report.problems.append(f"{dist_info}: {len(bad)} file(s) differ from its RECORD "
+                                       f"after the restore ({', '.join(bad[:3])})")
+        return report
+
+    def _remove_dist(self, site: Path, dist_info: str, report: RestoreReport) -> None:
+        """Remove a distribution the run installed: files still as its RECORD says."""
+        try:
+            entries = parse_record((site / dist_info / "RECORD").read_text("utf-8"),
+                                   where=str(site / dist_info / "RECORD"))
+        except (OSError, UnicodeDecodeError):
+            entries = ()  # a RECORD a crash never wrote: the entry removal covers its files
+        changed = set(verify_record(site, dist_info)) if entries else set()
+        for entry in entries:
+            path = Path(os.path.normpath(site / entry.path))
+            if entry.path in changed and path.exists():
+                report.left.append(f"{path}: changed since {dist_info} installed it; left")
+                continue
+            path.unlink(missing_ok=True)
+            if site in path.parents:
+                _remove_empty_parents(path.parent, site)
+        shutil.rmtree(site / dist_info, ignore_errors=True)
+        report.removed.append(dist_info)
+
+    def _prune(self, site: Path, kept: list[str]) -> int:
+        """Remove files under a kept distribution's folders that no installed RECORD claims."""
+        claimed: set[str] = set()
+        tops: set[str] = set()
+        for dist_info in list_site(site).dists.values():
+            try:
+                entries = parse_record((site / dist_info / "RECORD").read_text("utf-8"),
+                                       where=dist_info)
+            except (OSError, UnicodeDecodeError, ApplyError):
+                continue
+            claimed.update(e.path for e in entries)
+            if dist_info in kept:
+                tops.update(e.path.split("/", 1)[0] for e in entries
+                            if "/" in e.path and not e.path.startswith(".."))
+        pruned = 0
+        for top in sorted(t for t in tops if not t.endswith(".dist-info")):
+            # Bottom-up, so a folder emptied here is removed too (a wheel has no empty folders).
+            for folder, _dirs, names in os.walk(site / top, topdown=False):
+                for name in names:
+                    path = Path(folder) / name
+                    relative = path.relative_to(site).as_posix()
+                    # Bytecode no RECORD lists was compiled by an import since: of the
+                    # version the run installed, so it goes too (Python recompiles at will).
+                    if relative not in claimed:
+                        path.unlink()
+                        pruned += 1
+                if not os.listdir(folder):
+                    os.rmdir(folder)
+        return pruned
+
+
+def _remove_empty_parents(folder: Path, stop: Path) -> None:
+    """Remove `folder` and its parents up to `stop` while they are empty."""
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent

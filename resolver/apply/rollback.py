@@ -1,0 +1,118 @@
+"""Taking a run back, from its journal and known-good state alone.
+
+The same path serves a failed run rolled back in-process, Ctrl-C, and `jetson-resolve rollback`
+after a crash or a power loss. Every step that started and was not yet undone (the one a crash
+left in doubt included: it may have half run) is taken back newest first: the files it wrote are
+put back (unless someone changed them since), its undo commands run, and the site-packages
+entries it created are noted. Then the site is put back as the known-good state kept it
+(`KnownGood.restore_site`), and, when the run began from a broken torch, the known-good
+build it named is installed. Each undo is journalled; the run ends `rolled-back` or, when
+something could not be put back, `rollback-incomplete` with what is left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from resolver.apply.engine import outcome_data
+from resolver.apply.journal import Event
+from resolver.apply.known_good import RestoreReport, list_site
+from resolver.plan import Action
+from resolver.recipes.schema import StepKind
+
+if TYPE_CHECKING:
+    from resolver.apply.executor import Executor
+    from resolver.apply.runs import Run
+
+__all__ = ["RollbackResult", "roll_back"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RollbackResult:
+    """What a rollback did."""
+
+    undone: tuple[int, ...]  # step numbers taken back, newest first
+    not_undone: tuple[int, ...]  # steps whose undo commands failed
+    report: RestoreReport
+
+    @property
+    def complete(self) -> bool:
+        """True when the known-good state is back."""
+        return not self.not_undone and self.report.complete
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def roll_back(run: Run, executor: Executor, *, outcome: str | None = "rolled-back"
+              ) -> RollbackResult:
+    """Take back every step of `run` not yet undone, then restore its known-good state.
+
+    `outcome` is what the run ends as when the rollback completes (`rolled-back`, or
+    `interrupted` after Ctrl-C); None leaves the run open (`resume` starts it over).
+
+    Raises:
+        ApplyError: the journal or the known-good state cannot be read or written.
+
+    """
+    records = run.records()
+    request = run.request()
+    root = Path(str(request.get("root", "/")))
+    site = Path(str(request["site_host"]))
+    journal = run.journal()
+    state = run.state()
+    started = {r.step: dict(r.data) for r in records
+               if r.event is Event.STEP_STARTED and r.step is not None}
+    ended = {r.step: dict(r.data) for r in records
+             if r.event in (Event.STEP_DONE, Event.STEP_FAILED) and r.step is not None}
+    report = RestoreReport()
+    undone: list[int] = []
+    not_undone: list[int] = []
+    added: set[str] = set()
+    for step in sorted(set(started) - set(state.undone), reverse=True):
+        data = started[step]
+        journal.append(Event.UNDO_STARTED, step=step, data={"undo": data.get("undo", [])})
+        written = {str(root / w.lstrip("/")): str(data.get("text", ""))
+                   for w in _strings(data.get("writes"))}
+        run.known_good.restore_files(written, report)
+        if step in ended:
+            added.update(_strings(ended[step].get("added")))
+        else:  # in doubt: whatever appeared in the site since it started is its doing
+            added.update(set(list_site(site).entries) - set(_strings(data.get("entries"))))
+        undo = tuple(tuple(_strings(argv)) for argv in data.get("undo", []) or [])
+        if undo:
+            outcome_of = executor.run(Action(
+                recipe=str(data.get("recipe", "")), method="undo",
+                kind=StepKind(str(data.get("kind", "pip"))), argv=undo,
+                effect=str(data.get("undo_effect", ""))))
+            if not outcome_of.ok:
+                journal.append(Event.UNDO_FAILED, step=step, data=outcome_data(outcome_of))
+                not_undone.append(step)
+                continue
+        journal.append(Event.UNDO_DONE, step=step)
+        undone.append(step)
+    report_site = run.known_good.restore_site(site, added)
+    report.restored += report_site.restored
+    report.removed += report_site.removed
+    report.pruned += report_site.pruned
+    report.left += report_site.left
+    report.problems += report_site.problems
+    known_good = _strings(request.get("known_good_argv"))
+    if known_good and not report.problems:
+        installed = executor.run(Action(recipe="known-good", method="pip", kind=StepKind.PIP,
+                                        argv=(tuple(known_good),),
+                                        effect="install the known-good torch"))
+        if not installed.ok:
+            report.problems.append(f"the known-good torch did not install: "
+                                   f"{installed.output.strip().splitlines()[-1:]}")
+    journal.append(Event.RESTORED, data={
+        "restored": report.restored, "removed": report.removed, "pruned": report.pruned,
+        "left": report.left, "problems": report.problems})
+    complete = not not_undone and report.complete
+    if outcome is not None or not complete:
+        journal.append(Event.RUN_FINISHED,
+                       data={"outcome": outcome if complete else "rollback-incomplete"})
+    return RollbackResult(undone=tuple(undone), not_undone=tuple(not_undone), report=report)
