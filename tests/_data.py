@@ -1071,3 +1071,44 @@ def readelf_dynamic(path: Path) -> tuple[tuple[str, str], ...]:
             bracket = re.search(r"\[(.*)\]$", value)
             tags.append((m["tag"], bracket.group(1) if bracket else value.strip()))
     return tuple(tags)
+
+
+def ensure_x86_wheelhouse(data_dir: Path) -> Path:
+    """What ``pip download torch==2.14.1 -d DIR`` gathers for x86_64 cp311: torch and every
+    wheel it pins (the CUDA 13 ``nvidia-*`` wheels, triton, ...), about 3 GB."""
+
+    def build(tmp: Path) -> None:
+        _pip(["download", *_X86_PINS, "-d", str(tmp), "torch==2.14.1"],
+             what="pip download torch 2.14.1 and its dependencies")
+        if not list(tmp.glob("torch-2.14.1-*.whl")) or not list(tmp.glob("nvidia_cudnn*.whl")):
+            raise DataBuildError(f"{tmp}: pip download gathered {sorted(os.listdir(tmp))}")
+
+    return build_once(data_dir / "wheelhouse-x86-torch-2.14.1", build)
+
+
+def ensure_cpu_venv(data_dir: Path, wheelhouse: Path) -> Path:
+    """A venv of this interpreter with torch 2.13.0+cpu installed by pip (and its dependencies
+    from `wheelhouse`): the known-good CPU environment apply starts from. Copy it before use.
+
+    The ``+cpu`` build comes from pip's configured sources (`ensure_torch_cpu` says why).
+    """
+
+    def build(tmp: Path) -> None:
+        cpu = tmp / "cpu-wheel"
+        try:
+            _pip(["download", "--no-deps", *_X86_PINS, "-d", str(cpu), "torch==2.13.0+cpu"],
+                 what="pip download torch 2.13.0+cpu")
+        except DataBuildError as err:
+            if not any(marker in str(err) for marker in _NOT_PUBLISHED_MARKERS):
+                raise
+            raise DataUnavailable(f"torch 2.13.0+cpu is in none of pip's sources:\n"
+                                  f"{_tail(str(err), 6)}") from err
+        venv = tmp / "venv"
+        _run([sys.executable, "-m", "venv", str(venv)], what="python -m venv")
+        _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index",
+              "--find-links", str(cpu), "--find-links", str(wheelhouse), "torch==2.13.0+cpu"],
+             what="pip install torch 2.13.0+cpu into a venv")
+        shutil.rmtree(cpu)
+
+    return build_once(data_dir / f"venv-x86-cpu-2.13.0-py{sys.version_info[0]}"
+                      f"{sys.version_info[1]}", build) / "venv"

@@ -15,6 +15,7 @@ session's, never to the user's ``~/.cache/jetson-resolve``.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,8 @@ NETWORK_FIXTURES = frozenset({
     "torch_x86_wheel", "torch_x86_alone", "torch_x86_full", "torch_cpu", "torch_arm_wheel",
     "torch_arm_site", "arm64_root", "nvidia_tools", "library", "cudart_wheel",
     "six_wheels",
+    "x86_wheelhouse",
+    "cpu_venv",
 })
 
 
@@ -156,3 +159,17 @@ def six_wheels(data_dir: Path) -> tuple[Path, Path]:
     except _data.DataUnavailable as err:
         unavailable(str(err))
         raise
+
+
+@pytest.fixture(scope="session")
+def x86_wheelhouse(data_dir: Path) -> Path:
+    """What `pip download torch==2.14.1 -d DIR` gathers (x86_64, cp311): ~3 GB of wheels."""
+    return _get(lambda: _data.ensure_x86_wheelhouse(data_dir))
+
+
+@pytest.fixture(scope="session")
+def cpu_venv(data_dir: Path, x86_wheelhouse: Path) -> Path:
+    """A venv with torch 2.13.0+cpu installed by pip; shared: copy it (`copy_venv`) to use."""
+    if sys.version_info[:2] != (3, 11):
+        unavailable("the x86 torch wheels on disk are cp311; this interpreter is not 3.11")
+    return _get(lambda: _data.ensure_cpu_venv(data_dir, x86_wheelhouse))

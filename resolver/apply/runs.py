@@ -166,5 +166,5 @@ def steps_of(records: Sequence[Record]) -> tuple[StepSummary, ...]:
             number=number, recipe=str(data.get("recipe", "")), kind=str(data.get("kind", "")),
             effect=str(data.get("effect", "")), state=state[number],
             seconds=float(seconds) if isinstance(seconds, (int, float)) else None,
-            output=str(end.get("output", "")) if state[number] == "failed" else ""))
+            output=str(end.get("output", "")) if end.get("ok") is False else ""))
     return tuple(summaries)

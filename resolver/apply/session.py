@@ -242,6 +242,26 @@ class StepKeeper:
         return True
 
 
+def _wheel_in_place(request: ApplyRequest) -> bool:
+    """True when the site's torch is already the version of `request.wheel` (PEP 427 name)."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename  # noqa: PLC0415
+    from packaging.version import InvalidVersion, Version  # noqa: PLC0415
+
+    from resolver.apply.snapshot import find_dist_info  # noqa: PLC0415
+
+    try:
+        name, version, _, _ = parse_wheel_filename(os.path.basename(request.wheel or ""))
+    except InvalidWheelFilename:
+        return False
+    dist_info = find_dist_info(request.site_host, name) if request.site_host.is_dir() else None
+    if dist_info is None:
+        return False
+    try:
+        return Version(dist_info.removesuffix(".dist-info").rsplit("-", 1)[-1]) == version
+    except InvalidVersion:
+        return False
+
+
 def wheel_action(request: ApplyRequest) -> Action:
     """The first step of `apply --wheel W`: pip installs W in place of the current torch."""
     assert request.wheel is not None  # noqa: S101 - only called with a wheel
@@ -277,7 +297,7 @@ def run_apply(run: Run, request: ApplyRequest, stages: Stages, executor: Executo
     steps = StepKeeper(run, request, progress)
     report = ApplyReport(ending=Ending.DONE)
     installed = any(s.recipe == "wheel" and s.state == "done" for s in steps_of(run.records()))
-    if (request.wheel and not installed
+    if (request.wheel and not installed and not _wheel_in_place(request)
             and not steps.run_round([wheel_action(request)], executor, report)):
         report.ending = Ending.STEP_FAILED
         return _finish(journal, report)
