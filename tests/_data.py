@@ -1112,3 +1112,24 @@ def ensure_cpu_venv(data_dir: Path, wheelhouse: Path) -> Path:
 
     return build_once(data_dir / f"venv-x86-cpu-2.13.0-py{sys.version_info[0]}"
                       f"{sys.version_info[1]}", build) / "venv"
+
+
+# What the crash-safety venv lacks: two small wheels torch 2.14.1 needs, one plan step each.
+CRASH_WITHHELD = ("nvidia-cufile", "nvidia-nvshmem-cu13")
+
+
+def ensure_cuda_venv_lacking(data_dir: Path, wheelhouse: Path) -> Path:
+    """A venv with torch 2.14.1 and its CUDA wheels installed by pip from `wheelhouse`, then
+    `CRASH_WITHHELD` uninstalled: a plan of two real pip steps. Link-copy it before use."""
+
+    def build(tmp: Path) -> None:
+        venv = tmp / "venv"
+        python = str(venv / "bin" / "python")
+        _run([sys.executable, "-m", "venv", str(venv)], what="python -m venv")
+        _run([python, "-m", "pip", "install", "-q", "--no-index", "--find-links",
+              str(wheelhouse), "torch==2.14.1"], what="pip install torch 2.14.1 into a venv")
+        _run([python, "-m", "pip", "uninstall", "-q", "-y", *CRASH_WITHHELD],
+             what="pip uninstall the withheld wheels")
+
+    return build_once(data_dir / f"venv-x86-cuda-2.14.1-lacking-py{sys.version_info[0]}"
+                      f"{sys.version_info[1]}", build) / "venv"

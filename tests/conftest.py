@@ -32,6 +32,7 @@ NETWORK_FIXTURES = frozenset({
     "six_wheels",
     "x86_wheelhouse",
     "cpu_venv",
+    "cuda_venv_lacking",
 })
 
 
@@ -173,3 +174,12 @@ def cpu_venv(data_dir: Path, x86_wheelhouse: Path) -> Path:
     if sys.version_info[:2] != (3, 11):
         unavailable("the x86 torch wheels on disk are cp311; this interpreter is not 3.11")
     return _get(lambda: _data.ensure_cpu_venv(data_dir, x86_wheelhouse))
+
+
+@pytest.fixture(scope="session")
+def cuda_venv_lacking(data_dir: Path, x86_wheelhouse: Path) -> Path:
+    """A venv with torch 2.14.1 and its CUDA wheels but two (`_data.CRASH_WITHHELD`); shared:
+    link-copy it to use."""
+    if sys.version_info[:2] != (3, 11):
+        unavailable("the x86 torch wheels on disk are cp311; this interpreter is not 3.11")
+    return _get(lambda: _data.ensure_cuda_venv_lacking(data_dir, x86_wheelhouse))

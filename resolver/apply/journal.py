@@ -104,7 +104,32 @@ class Journal:
         except OSError as err:
             raise ApplyError(f"{self.path}: cannot write the journal: {err.strerror}") from err
         self._seq += 1
+        _crash_hook(record.seq)
         return record
+
+
+# Tests of crash safety pick the instant: `after-record:N[:SECONDS]` kills this process and its
+# children (as a power loss would) once record N is on disk, or SECONDS after it (mid-step).
+_CRASH_ENV = "JETSON_RESOLVE_TEST_CRASH"
+
+
+def _crash_hook(seq: int) -> None:
+    spec = os.environ.get(_CRASH_ENV, "")
+    if not spec.startswith("after-record:"):
+        return
+    number, _, delay = spec.removeprefix("after-record:").partition(":")
+    if not number.isdigit() or int(number) != seq:
+        return
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    def kill() -> None:
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    if delay:
+        threading.Timer(float(delay), kill).start()
+    else:
+        kill()
 
 
 def _record(raw: object, where: str) -> Record:

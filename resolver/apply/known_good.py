@@ -209,10 +209,11 @@ class KnownGood:
                 shutil.copy2(self.folder / "files" / str(before["copy"]), path)
             report.removed.append(str(path))
 
-    def restore_site(self, site: Path, added: set[str]) -> RestoreReport:
+    def restore_site(self, site: Path, added: set[str], since: float) -> RestoreReport:
         """Put the site back as `begin` found it.
 
-        `added` are top-level entries the run's steps created (from the journal), removed whole.
+        `added` are top-level entries the run's steps created (from the journal), removed whole;
+        `since` is when the run began (seconds since the epoch).
 
         Raises:
             ApplyError: the known-good state is unreadable.
@@ -243,7 +244,7 @@ class KnownGood:
                 continue  # untouched
             restore_snapshot(self.folder / "dists" / dist_info, site, current)
             report.restored.append(dist_info)
-        report.pruned = self._prune(site, kept)
+        report.pruned = self._prune(site, kept, since)
         for dist_info in kept:
             bad = verify_record(site, dist_info)
             if bad:
@@ -270,9 +271,17 @@ class KnownGood:
         shutil.rmtree(site / dist_info, ignore_errors=True)
         report.removed.append(dist_info)
 
-    def _prune(self, site: Path, kept: list[str]) -> int:
-        """Remove files under a kept distribution's folders that no installed RECORD claims."""
+    def _prune(self, site: Path, kept: list[str], since: float) -> int:
+        """Remove files no installed RECORD claims from the folders distributions install into.
+
+        In a kept distribution's folders every such file goes (the restore must be exact: a
+        file of the version the run installed, bytecode an import compiled since). Elsewhere
+        (`nvidia/`, shared by many wheels) only those created since the run began (`since`,
+        seconds since the epoch, against their ctime, which no extraction sets back): what a
+        pip step killed before it wrote its RECORD left. Older files are someone else's.
+        """
         claimed: set[str] = set()
+        exact: set[str] = set()
         tops: set[str] = set()
         for dist_info in list_site(site).dists.values():
             try:
@@ -281,22 +290,26 @@ class KnownGood:
             except (OSError, UnicodeDecodeError, ApplyError):
                 continue
             claimed.update(e.path for e in entries)
+            folders = {e.path.split("/", 1)[0] for e in entries
+                       if "/" in e.path and not e.path.startswith("..")}
+            tops.update(folders)
             if dist_info in kept:
-                tops.update(e.path.split("/", 1)[0] for e in entries
-                            if "/" in e.path and not e.path.startswith(".."))
+                exact.update(folders)
         pruned = 0
         for top in sorted(t for t in tops if not t.endswith(".dist-info")):
             # Bottom-up, so a folder emptied here is removed too (a wheel has no empty folders).
             for folder, _dirs, names in os.walk(site / top, topdown=False):
+                removed = 0
                 for name in names:
                     path = Path(folder) / name
-                    relative = path.relative_to(site).as_posix()
-                    # Bytecode no RECORD lists was compiled by an import since: of the
-                    # version the run installed, so it goes too (Python recompiles at will).
-                    if relative not in claimed:
+                    if path.relative_to(site).as_posix() in claimed:
+                        continue
+                    if top in exact or path.lstat().st_ctime >= since:
                         path.unlink()
-                        pruned += 1
-                if not os.listdir(folder):
+                        removed += 1
+                pruned += removed
+                if not os.listdir(folder) and (removed or top in exact
+                                               or os.lstat(folder).st_ctime >= since):
                     os.rmdir(folder)
         return pruned
 

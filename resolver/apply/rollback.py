@@ -94,7 +94,7 @@ def roll_back(run: Run, executor: Executor, *, outcome: str | None = "rolled-bac
                 continue
         journal.append(Event.UNDO_DONE, step=step)
         undone.append(step)
-    report_site = run.known_good.restore_site(site, added)
+    report_site = run.known_good.restore_site(site, added, since=records[0].time)
     report.restored += report_site.restored
     report.removed += report_site.removed
     report.pruned += report_site.pruned

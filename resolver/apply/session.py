@@ -210,7 +210,8 @@ class StepKeeper:
         for path in action.writes:
             known.keep_file(Path(self.request.root) / path.lstrip("/"))
         if action.kind in (StepKind.PIP, StepKind.TORCH_WHEEL):
-            names = {"torch"}
+            # pip replaces what its own dry-run says it installs; a torch step, torch always.
+            names = {"torch"} if action.kind is StepKind.TORCH_WHEEL else set()
             for argv in action.argv:
                 names.update(pip_would_install(argv))
             for name in sorted(names):

@@ -295,7 +295,11 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
         debug: opt.Debug = False,
     ) -> None:
         """Fix what diagnose finds, round by round; verify; roll back on failure if asked."""
-        from resolver.apply.executor import DryRunExecutor, SubprocessExecutor  # noqa: PLC0415
+        from resolver.apply.executor import (  # noqa: PLC0415
+            DryRunExecutor,
+            SubprocessExecutor,
+            pip_would_install,
+        )
         from resolver.apply.lock import StateLock  # noqa: PLC0415
         from resolver.apply.runs import default_state_dir, new_run  # noqa: PLC0415
         from resolver.apply.session import ApplyRequest  # noqa: PLC0415
@@ -361,6 +365,11 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
                     raise fail("the installed torch is already broken and no known-good build "
                                "fits this target: name one with --known-good torch==X.Y.Z")
                 known_good_argv = (plan_python, "-m", "pip", "install", *pip_sources, spec)
+                if not pip_would_install(known_good_argv):
+                    raise fail(f"the installed torch is already broken, and the known-good "
+                               f"build to roll back to ({spec}) cannot be installed from these "
+                               "sources: name one that can with --known-good, or add it to "
+                               "the wheelhouse")
         if not live and first is not None:
             machine = first.platform.arch
             python_version = (f"{first.platform.python.major}.{first.platform.python.minor}"

@@ -41,12 +41,13 @@ def check_plan_flags(*, prefer: str | None, offline: bool, wheelhouse: Path | No
 
 def plan_options(
     result: Diagnosis, source: Source, *, prefer: str | None, no_root: bool,
-    wheelhouse: Path | None, source_build: bool,
+    wheelhouse: Path | None, source_build: bool, interpreter: str | None = None,
 ) -> PlanOptions:
     """The plan's options from the diagnosis and the command line.
 
-    On the live root the commands name this interpreter (or `--python`); on another root or a
-    fixture they name the target's own `python3`, and pip installs go into the torch's site.
+    On the live root the commands name `interpreter` (`--python`, else this one); on another
+    root or a fixture they name the target's own `python3`, and pip installs go into the
+    torch's site.
     """
     from resolver.plan import PlanOptions  # noqa: PLC0415
     from resolver.recipes.schema import StepKind  # noqa: PLC0415
@@ -57,7 +58,7 @@ def plan_options(
             raise fail(f"--wheelhouse {wheelhouse}: not a directory")
         wheels = tuple(sorted(p.name for p in wheelhouse.iterdir() if p.suffix == ".whl"))
     root = "/" if source.live or source.fixture is not None else os.path.abspath(source.root)
-    python = sys.executable if source.live else "python3"
+    python = (interpreter or sys.executable) if source.live else "python3"
     return PlanOptions(
         python=python, site=result.torch.site if result.torch else "/", root=root,
         triplet=result.platform.multiarch, prefer=StepKind(prefer) if prefer else None,
@@ -109,7 +110,8 @@ def register(app: typer.Typer) -> None:
         result, _ = guarded(debug, lambda: run_diagnose(source))
         fixes = guarded(debug, lambda: match_fixes(result, recipes))
         options = plan_options(result, source, prefer=prefer, no_root=no_root,
-                               wheelhouse=wheelhouse, source_build=source_build)
+                               wheelhouse=wheelhouse, source_build=source_build,
+                               interpreter=python)
         plan = make_plan(fixes, options)
         code = ExitCode.FINDINGS if plan.unfixable else ExitCode.OK
         if as_json:
