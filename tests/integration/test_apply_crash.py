@@ -96,7 +96,7 @@ def _apply_args(venv: Path, wheelhouse: Path, state: Path) -> tuple[str, ...]:
             str(wheelhouse), "--state-dir", str(state))
 
 
-def _case(template: Path, wheelhouse: Path, folder: Path, reference: dict[str, Any],
+def _case(template: Path, wheelhouse: Path, folder: Path, reference: dict[str, Any], *,
           crash: str, recovery: str) -> None:
     venv = _link_copy(template, folder / "venv")
     state = folder / "state"
@@ -138,7 +138,7 @@ def test_kill_after_every_record_then_resume_or_rollback(
         # verifying, ended) is recovered both ways across neighbouring records.
         recovery = "resume" if seq % 2 == 0 else "rollback"
         _case(template, x86_wheelhouse, tmp_path / f"r{seq}", reference,
-              f"after-record:{seq}", recovery)
+              crash=f"after-record:{seq}", recovery=recovery)
 
 
 @pytest.mark.parametrize("recovery", ["resume", "rollback"])
@@ -148,5 +148,5 @@ def test_kill_mid_step_then_resume_or_rollback(
     for seq in reference["steps"]:
         for delay in _MID_STEP:
             _case(template, x86_wheelhouse, tmp_path / f"m{seq}-{delay}", reference,
-                  f"after-record:{seq}:{delay}", recovery)
+                  crash=f"after-record:{seq}:{delay}", recovery=recovery)
 
