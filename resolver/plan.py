@@ -27,7 +27,7 @@ import dataclasses
 import fnmatch
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
@@ -37,12 +37,12 @@ from packaging.version import InvalidVersion, Version
 from resolver.recipes.schema import Step, StepKind
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from resolver.recipes.match import Fix
     from resolver.recipes.schema import Commit, Method, Recipe
 
-__all__ = ["Action", "Plan", "PlanOptions", "make_plan"]
+__all__ = ["STAGING", "Action", "Plan", "PlanOptions", "make_plan", "missing_requirements"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +62,11 @@ class PlanOptions:
     searched: frozenset[str] = frozenset()  # folders the loader searched in the diagnosis
     pip_sources: tuple[str, ...] = ()  # the user's --index-url / --find-links for pip
     pip_platform: tuple[str, ...] = ()  # another root: pip's --platform, --python-version...
+    ldconfig: tuple[str, ...] = ()  # how to rebuild the root's ld.so.cache, when not ours
+    installed: frozenset[str] | None = None  # canonical names of the site's distributions
+    # (None: not known, so torch's own requirements are not checked)
+    markers: Mapping[str, str] = field(default_factory=dict)  # the target's PEP 508 marker
+    # environment (platform_machine, python_version, ...), for torch's Requires-Dist
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +84,13 @@ class Action:
     fixes: tuple[str, ...] = ()  # the sonames (or torch) it is there for
     undo: tuple[tuple[str, ...], ...] = ()  # the argument lists that take it back
     undo_effect: str = ""  # how it is taken back, in words
+    merge_into: str | None = None  # pip into another root: the site (host path) the staging
+    # folder pip installed into (`STAGING`) is merged into, file by file, after the commands
+
+
+# Where pip installs for another root before apply merges it into the site: inside the site, so
+# a rename moves each file and a crash leaves it where rollback looks (a new top-level entry).
+STAGING = ".jetson-resolve-staging"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,11 +153,12 @@ def _pip_argv(options: PlanOptions, requirements: Sequence[str], index_url: str 
               *, upgrade: bool = False) -> tuple[str, ...]:
     argv = [options.python, "-m", "pip", "install"]
     if options.root != "/":
-        # pip here installs for the target: its platform tags, into its site.
-        argv += [*options.pip_platform, "--target",
-                 posixpath.join(options.root, options.site.lstrip("/"))]
-    if upgrade or options.root != "/":
-        argv += ["--upgrade"]  # with --target, pip otherwise skips what is already there
+        # pip here installs for the target (its platform tags) into a staging folder, merged
+        # into the site after: `--target SITE --upgrade` would replace whole top-level folders
+        # (`nvidia/`, `bin/`), deleting what other distributions keep there.
+        argv += [*options.pip_platform, "--target", posixpath.join(_site_host(options), STAGING)]
+    elif upgrade:
+        argv += ["--upgrade"]
     if options.wheelhouse is not None:
         argv += ["--no-index", "--find-links", options.wheelhouse]
     elif "--index-url" in options.pip_sources or not index_url:
@@ -153,6 +166,16 @@ def _pip_argv(options: PlanOptions, requirements: Sequence[str], index_url: str 
     else:
         argv += ["--index-url", index_url, *options.pip_sources]
     return (*argv, *requirements)
+
+
+def _site_host(options: PlanOptions) -> str:
+    """The torch's site-packages as a path on this machine."""
+    return posixpath.join(options.root, options.site.lstrip("/"))
+
+
+def _merge_into(options: PlanOptions) -> str | None:
+    """Where a pip step's staging folder is merged: another root's site, else nowhere."""
+    return _site_host(options) if options.root != "/" else None
 
 
 def _system_site(options: PlanOptions) -> bool:
@@ -170,9 +193,20 @@ def _activation(directory: str, name: str, options: PlanOptions, requesters: Seq
                      for path in requesters if path != "python")
         return argv, f"add {directory} to the DT_RPATH of {len(argv)} object(s)", (), False
     conf = f"/etc/ld.so.conf.d/jetson-resolve-{name}.conf"
-    ldconfig = ("ldconfig",) if options.root == "/" else ("ldconfig", "-r", options.root)
+    ldconfig = _ldconfig(options)
     return ((ldconfig,), f"write {conf} naming {directory}, then rebuild ld.so.cache", (conf,),
             True)
+
+
+def _ldconfig(options: PlanOptions) -> tuple[str, ...]:
+    """The command that rebuilds the target's ld.so.cache.
+
+    The one given (a root of another architecture: its own ldconfig under qemu-user), else
+    this machine's.
+    """
+    if options.ldconfig:
+        return options.ldconfig
+    return ("ldconfig",) if options.root == "/" else ("ldconfig", "-r", options.root)
 
 
 def _undo(action: Action, step: Step, options: PlanOptions) -> Action:
@@ -193,8 +227,7 @@ def _undo(action: Action, step: Step, options: PlanOptions) -> Action:
         text = f"remove {', '.join(names)}"
     elif step.kind is StepKind.ACTIVATE and action.writes:
         # The file goes back to what it was (kept before the step wrote it), then the cache.
-        ldconfig = ("ldconfig",) if options.root == "/" else ("ldconfig", "-r", options.root)
-        undo = (ldconfig,)
+        undo = (_ldconfig(options),)
         text = f"put {', '.join(action.writes)} back as it was, then rebuild ld.so.cache"
     elif step.kind is StepKind.ACTIVATE:
         text = "set each object's DT_RPATH back to what it was before"
@@ -228,8 +261,10 @@ def _step_do(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
         what = "install, in place of the current torch," if upgrade else "install"
         note = f" (torch's own pins: {'; '.join(replaced)})" if replaced else ""
         # pip writes into the torch's site: the system's (/usr, /opt) needs root.
-        return action((argv,), f"{what} {', '.join(requirements)}{note}",
-                      needs_root=method.needs_root or _system_site(options))
+        return dataclasses.replace(
+            action((argv,), f"{what} {', '.join(requirements)}{note}",
+                   needs_root=method.needs_root or _system_site(options)),
+            merge_into=_merge_into(options))
     if step.kind is StepKind.APT:
         setup: tuple[tuple[str, ...], ...] = ()
         source = ""
@@ -357,6 +392,51 @@ _UNREACHABLE = ("is on no search path, and without root no object that needs it 
                 "patched to look there")
 
 
+def missing_requirements(options: PlanOptions) -> tuple[str, ...]:
+    """Torch's Requires-Dist lines (PEP 508) for the target whose distribution is not installed.
+
+    Markers are evaluated in the target's environment (`options.markers`), extras not asked for
+    are left out; a requirement whose name is installed counts as met (versions are pip's
+    business when it installs).
+    """
+    if options.installed is None:
+        return ()
+    missing = []
+    for line in options.torch_requires:
+        try:
+            requirement = Requirement(line)
+        except ValueError:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate(
+                {**options.markers, "extra": ""}):
+            continue
+        if canonicalize_name(requirement.name) not in options.installed:
+            missing.append(str(requirement).split(";", 1)[0].strip())
+    return tuple(missing)
+
+
+def _requirements_plan(fixes: Sequence[Fix], options: PlanOptions) -> Plan | None:
+    """The plan that installs what torch declares it needs and the site lacks, first.
+
+    pip's metadata is the torch build's own answer (its nvidia-* pins among it), so it goes
+    before any recipe; what is still missing after it is found by the re-diagnosis.
+    """
+    missing = missing_requirements(options)
+    if not missing:
+        return None
+    action = Action(
+        recipe="torch-requires", method="pip", kind=StepKind.PIP,
+        argv=(_pip_argv(options, missing, None),),
+        effect=f"install the {len(missing)} distribution(s) torch requires and the site "
+        f"lacks: {', '.join(missing[:4])}{' and more' if len(missing) > 4 else ''}",
+        needs_root=_system_site(options), fixes=("torch",), merge_into=_merge_into(options))
+    action = dataclasses.replace(action, undo_effect=(
+        "remove what it installed and put back, byte for byte, what it replaced "
+        "(kept before it ran)"))
+    return Plan(actions=(action,), unfixable=(),
+                deferred=tuple(dict.fromkeys(f.wanted for f in fixes)))
+
+
 def _torch_replacement(fixes: Sequence[Fix], options: PlanOptions) -> Plan | None:
     """The plan that replaces a torch that cannot run here, when a recipe can."""
     for fix in fixes:
@@ -409,7 +489,7 @@ def make_plan(fixes: Sequence[Fix], options: PlanOptions) -> Plan:
     alone: what the old torch needed no longer matters, and what the new one needs is found by
     the re-diagnosis that follows it.
     """
-    replacement = _torch_replacement(fixes, options)
+    replacement = _torch_replacement(fixes, options) or _requirements_plan(fixes, options)
     if replacement is not None:
         return replacement
     chosen: dict[str, tuple[Recipe, Method, Fix]] = {}

@@ -1133,3 +1133,39 @@ def ensure_cuda_venv_lacking(data_dir: Path, wheelhouse: Path) -> Path:
 
     return build_once(data_dir / f"venv-x86-cuda-2.14.1-lacking-py{sys.version_info[0]}"
                       f"{sys.version_info[1]}", build) / "venv"
+
+
+_ARM_CP311_PINS = _pinned("aarch64", "3.11")
+
+# Debian's python3.11 for arm64 and the libraries its standard library loads.
+ARM64_PYTHON_PACKAGES = tuple(f"{name}:arm64" for name in (
+    "zlib1g", "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
+    "libexpat1", "libffi8", "libbz2-1.0", "liblzma5", "libuuid1", "libcrypt1", "libssl3",
+    "libsqlite3-0", "libncursesw6", "libtinfo6", "libreadline8"))
+
+
+def ensure_arm_wheelhouse(data_dir: Path) -> Path:
+    """What ``pip download torch==2.11.0`` gathers from PyPI for aarch64 cp311: the CUDA 13
+    SBSA build and every wheel it pins (about 2.7 GB)."""
+
+    def build(tmp: Path) -> None:
+        _pip(["download", *_ARM_CP311_PINS, "-d", str(tmp), "torch==2.11.0"],
+             what="pip download torch 2.11.0 aarch64 and its dependencies")
+        if not list(tmp.glob("torch-2.11.0-cp311-*aarch64.whl")):
+            raise DataBuildError(f"{tmp}: pip download gathered {sorted(os.listdir(tmp))}")
+
+    return build_once(data_dir / "wheelhouse-aarch64-torch-2.11.0", build)
+
+
+THOR_SITE = "/usr/local/lib/python3.11/dist-packages"
+
+
+def make_thor_root(dest: Path, wheelhouse: Path) -> Path:
+    """An arm64 Debian root with python3.11 and PyPI's torch 2.11.0 (cp311, CUDA 13) installed
+    in `THOR_SITE` without its dependencies: the Thor story's starting point."""
+    make_arm64_root(dest, ARM64_PYTHON_PACKAGES)
+    wheel = next(wheelhouse.glob("torch-2.11.0-cp311-*aarch64.whl"))
+    _pip(["install", "--no-deps", *_ARM_CP311_PINS, "--target",
+          str(dest / THOR_SITE.lstrip("/")), str(wheel)],
+         what="pip install torch 2.11.0 aarch64 --no-deps into the root")
+    return dest

@@ -33,6 +33,7 @@ NETWORK_FIXTURES = frozenset({
     "x86_wheelhouse",
     "cpu_venv",
     "cuda_venv_lacking",
+    "arm_wheelhouse",
 })
 
 
@@ -183,3 +184,9 @@ def cuda_venv_lacking(data_dir: Path, x86_wheelhouse: Path) -> Path:
     if sys.version_info[:2] != (3, 11):
         unavailable("the x86 torch wheels on disk are cp311; this interpreter is not 3.11")
     return _get(lambda: _data.ensure_cuda_venv_lacking(data_dir, x86_wheelhouse))
+
+
+@pytest.fixture(scope="session")
+def arm_wheelhouse(data_dir: Path) -> Path:
+    """What `pip download torch==2.11.0` gathers from PyPI for aarch64 cp311 (~2.7 GB)."""
+    return _get(lambda: _data.ensure_arm_wheelhouse(data_dir))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
 import time
@@ -20,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from resolver.apply.snapshot import merge_tree
 from resolver.errors import ApplyError
+from resolver.plan import STAGING, Action
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from resolver.plan import Action
 
 __all__ = ["DryRunExecutor", "Executor", "StepOutcome", "SubprocessExecutor", "pip_would_install"]
 
@@ -74,6 +76,8 @@ class DryRunExecutor:
         _runnable(action)
         self.log += [f"would write {path}: {action.directory}" for path in action.writes]
         self.log += [f"would run: {shlex.join(argv)}" for argv in action.argv]
+        if action.merge_into is not None:
+            self.log.append(f"would merge {STAGING} into {action.merge_into}, file by file")
         return StepOutcome(ok=True, ran=action.argv, wrote=action.writes)
 
 
@@ -108,6 +112,8 @@ class SubprocessExecutor:
         started = time.monotonic()
         for path in action.writes:
             self._write(path, f"{action.directory}\n")
+        if action.merge_into is not None:  # a staging folder a crash left: start clean
+            shutil.rmtree(Path(action.merge_into) / STAGING, ignore_errors=True)
         ran: list[tuple[str, ...]] = []
         for argv in action.argv:
             ran.append(argv)
@@ -122,6 +128,13 @@ class SubprocessExecutor:
                 return StepOutcome(ok=False, ran=tuple(ran), wrote=action.writes,
                                    returncode=done.returncode,
                                    output=(done.stdout + done.stderr)[-_TAIL:],
+                                   seconds=time.monotonic() - started)
+        if action.merge_into is not None:
+            try:
+                merge_tree(Path(action.merge_into) / STAGING, Path(action.merge_into))
+            except OSError as err:
+                return StepOutcome(ok=False, ran=tuple(ran), wrote=action.writes,
+                                   output=f"merging into {action.merge_into}: {err}",
                                    seconds=time.monotonic() - started)
         return StepOutcome(ok=True, ran=tuple(ran), wrote=action.writes, returncode=0,
                            seconds=time.monotonic() - started)

@@ -282,7 +282,6 @@ class KnownGood:
         """
         claimed: set[str] = set()
         exact: set[str] = set()
-        tops: set[str] = set()
         for dist_info in list_site(site).dists.values():
             try:
                 entries = parse_record((site / dist_info / "RECORD").read_text("utf-8"),
@@ -290,13 +289,15 @@ class KnownGood:
             except (OSError, UnicodeDecodeError, ApplyError):
                 continue
             claimed.update(e.path for e in entries)
-            folders = {e.path.split("/", 1)[0] for e in entries
-                       if "/" in e.path and not e.path.startswith("..")}
-            tops.update(folders)
             if dist_info in kept:
-                exact.update(folders)
+                exact.update(e.path.split("/", 1)[0] for e in entries
+                             if "/" in e.path and not e.path.startswith(".."))
+        # Every folder: pip's `--target` layout puts scripts in `<site>/bin` while the RECORD
+        # says `../../bin/...`, so a folder no RECORD claims may still hold what a step left.
+        tops = {name for name in os.listdir(site) if not name.endswith(".dist-info")
+                and (site / name).is_dir() and not (site / name).is_symlink()}
         pruned = 0
-        for top in sorted(t for t in tops if not t.endswith(".dist-info")):
+        for top in sorted(tops):
             # Bottom-up, so a folder emptied here is removed too (a wheel has no empty folders).
             for folder, _dirs, names in os.walk(site / top, topdown=False):
                 removed = 0

@@ -102,9 +102,10 @@ def roll_back(run: Run, executor: Executor, *, outcome: str | None = "rolled-bac
     report.problems += report_site.problems
     known_good = _strings(request.get("known_good_argv"))
     if known_good and not report.problems:
-        installed = executor.run(Action(recipe="known-good", method="pip", kind=StepKind.PIP,
-                                        argv=(tuple(known_good),),
-                                        effect="install the known-good torch"))
+        installed = executor.run(Action(
+            recipe="known-good", method="pip", kind=StepKind.PIP, argv=(tuple(known_good),),
+            effect="install the known-good torch",
+            merge_into=str(site) if str(root) != "/" else None))
         if not installed.ok:
             report.problems.append(f"the known-good torch did not install: "
                                    f"{installed.output.strip().splitlines()[-1:]}")

@@ -30,7 +30,7 @@ from resolver.apply.runs import steps_of
 from resolver.apply.verify import Expectation, Verdict, judge, run_verification
 from resolver.errors import ApplyError
 from resolver.findings.model import MissingLibrary, Severity
-from resolver.plan import Action
+from resolver.plan import STAGING, Action
 from resolver.recipes.schema import StepKind
 
 if TYPE_CHECKING:
@@ -78,6 +78,7 @@ class ApplyRequest:
     verify_argv: tuple[str, ...] | None  # how to run the target's interpreter here
     wheel: str | None = None  # --wheel: installed first
     pip_sources: tuple[str, ...] = ()  # pip options that say where packages come from
+    pip_platform: tuple[str, ...] = ()  # another root: pip's options for its platform
     known_good_argv: tuple[str, ...] = ()  # installs the known-good torch, when the current
     # one is broken before the run (rollback installs it)
     max_rounds: int = 8
@@ -95,6 +96,7 @@ class ApplyRequest:
         return {"root": self.root, "site": self.site, "site_host": str(self.site_host),
                 "python": self.python, "verify_argv": list(self.verify_argv or ()),
                 "wheel": self.wheel, "pip_sources": list(self.pip_sources),
+                "pip_platform": list(self.pip_platform),
                 "known_good_argv": list(self.known_good_argv), "max_rounds": self.max_rounds,
                 "gpu_arch": self.gpu_arch, "options": dict(self.options)}
 
@@ -115,6 +117,7 @@ class ApplyRequest:
                 verify_argv=tuple(str(a) for a in verify) or None,  # type: ignore[attr-defined]
                 wheel=str(data["wheel"]) if data.get("wheel") else None,
                 pip_sources=tuple(str(a) for a in data["pip_sources"]),  # type: ignore[attr-defined]
+                pip_platform=tuple(str(a) for a in data.get("pip_platform") or ()),  # type: ignore[attr-defined]
                 known_good_argv=tuple(str(a) for a in data["known_good_argv"]),  # type: ignore[attr-defined]
                 max_rounds=int(data["max_rounds"]),  # type: ignore[call-overload]
                 gpu_arch=int(gpu) if isinstance(gpu, int) else None,
@@ -267,10 +270,14 @@ def wheel_action(request: ApplyRequest) -> Action:
     """The first step of `apply --wheel W`: pip installs W in place of the current torch."""
     assert request.wheel is not None  # noqa: S101 - only called with a wheel
     argv = [request.python, "-m", "pip", "install", *request.pip_sources]
-    if request.root != "/":
-        argv += ["--target", str(request.site_host), "--upgrade"]
+    other = request.root != "/"
+    if other:  # as the plan does for another root: into a staging folder, merged after
+        argv += [*request.pip_platform, "--target", str(request.site_host / STAGING)]
+    else:
+        argv += ["--upgrade"]
     return Action(recipe="wheel", method="pip", kind=StepKind.TORCH_WHEEL,
                   argv=((*argv, request.wheel),),
+                  merge_into=str(request.site_host) if other else None,
                   effect=f"install {os.path.basename(request.wheel)} in place of the current "
                   "torch", fixes=("torch",),
                   undo_effect="put the site's distributions back as the snapshot kept them")

@@ -20,20 +20,19 @@ import os
 import posixpath
 import shutil
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
 from resolver.errors import ApplyError
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
 __all__ = [
     "RecordEntry",
     "Snapshot",
     "find_dist_info",
+    "merge_tree",
     "parse_record",
+    "remove_distribution",
     "restore_snapshot",
     "take_snapshot",
     "verify_record",
@@ -203,3 +202,66 @@ def restore_snapshot(snapshot_folder: Path, site: Path, current: str | None) -> 
         if _sha256(target) != sha256:
             raise ApplyError(f"{target}: restored bytes differ from the snapshot")
     return len(files)
+
+
+def remove_distribution(site: Path, dist_info: str) -> int:
+    """Remove an installed distribution as `pip uninstall` does; the number of files removed.
+
+    It removes the files its RECORD lists, the folders that leaves empty, and its dist-info.
+
+    Raises:
+        ApplyError: its RECORD is unreadable or malformed.
+
+    """
+    removed = 0
+    for entry in _record_of(site, dist_info):
+        path = Path(os.path.normpath(site / entry.path))
+        # A RECORD written by `pip --target` names scripts `../../bin/x` while they sit in
+        # `<site>/bin`: a file there with other bytes is not this distribution's.
+        if entry.sha256 is not None and path.is_file() and _sha256(path) != entry.sha256:
+            continue
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            removed += 1
+            folder = path.parent
+            while folder != site and site in folder.parents:
+                try:
+                    folder.rmdir()  # only when empty
+                except OSError:
+                    break
+                folder = folder.parent
+    shutil.rmtree(site / dist_info, ignore_errors=True)
+    return removed
+
+
+def merge_tree(staging: Path, site: Path) -> int:
+    """Move every file of `staging` (a `pip install --target` folder) into `site`.
+
+    The distributions it reinstalls are removed from `site` first, as a normal pip install
+    does; then `staging` is removed. Returns the number of files moved.
+
+    pip's own `--target --upgrade` replaces whole top-level folders instead (pip's
+    `install` command, `_handle_target_dir`), deleting what other distributions keep in a
+    shared one such as `nvidia/` or `bin/`; this merges file by file.
+
+    Raises:
+        ApplyError: a reinstalled distribution's RECORD is unreadable.
+
+    """
+    for info in sorted(staging.glob("*.dist-info")):
+        name = info.name.removesuffix(".dist-info").rsplit("-", 1)[0]
+        existing = find_dist_info(site, name)
+        if existing is not None:
+            remove_distribution(site, existing)
+    moved = 0
+    for folder, dirs, names in os.walk(staging):
+        relative = Path(folder).relative_to(staging)
+        for name in names + [d for d in dirs if (Path(folder) / d).is_symlink()]:
+            target = site / relative / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(Path(folder) / name, target)
+            moved += 1
+    shutil.rmtree(staging)
+    return moved

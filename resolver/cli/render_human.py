@@ -347,8 +347,8 @@ def plan_lines(plan: Plan) -> list[Line]:
     if not plan.actions:
         lines.append(_line(("nothing to do", "bold")))
     if plan.deferred:
-        lines.append(_line(("then: ", "bold"), "re-diagnose the new torch; the old one also "
-                           f"missed {name_list(plan.deferred, 4)}"))
+        lines.append(_line(("then: ", "bold"), "re-diagnose after it; left for then: "
+                           f"{name_list(plan.deferred, 4)}"))
     for wanted, why in plan.unfixable:
         lines.append(_line(("✗ not fixed: ", "bold red"), f"{wanted}: {why}"))
     return lines

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from resolver.cli import options as opt  # noqa: TC001 - typer reads the annotations at run time
+from resolver.cli.commands.plan import pip_platform_options
 from resolver.cli.commands.runs_common import StateDir  # noqa: TC001 - typer reads it
 from resolver.cli.errors import ExitCode, fail, guarded
 
@@ -124,7 +126,8 @@ def verify_argv_for(root: Path, machine: str, python_version: str | None, site: 
     """How to run the target's interpreter here: natively, or under qemu-user; and why not."""
     import shutil  # noqa: PLC0415
 
-    interpreter = _interpreter_in_root(root, python_version)
+    in_site = re.search(r"python(\d+\.\d+)", site)  # .../lib/python3.11/dist-packages
+    interpreter = _interpreter_in_root(root, in_site.group(1) if in_site else python_version)
     if interpreter is None:
         return None, f"{root} has no /usr/bin/python3 to verify with"
     if machine == os.uname().machine:
@@ -183,24 +186,11 @@ def stages_for(request: ApplyRequest, *, debug: bool) -> Stages:
         planned = plan_options(result, source, prefer=str(prefer) if prefer else None,
                                no_root=bool(options.get("no_root")), wheelhouse=wheelhouse,
                                source_build=bool(options.get("source_build")))
-        planned = dataclasses.replace(
-            planned, python=request.python, pip_sources=request.pip_sources,
-            pip_platform=_pip_platform(result) if request.root != "/" else ())
+        planned = dataclasses.replace(planned, python=request.python,
+                                      pip_sources=request.pip_sources)
         return make_plan(fixes, planned)
 
     return Stages(diagnose=diagnose, plan=plan)
-
-
-def _pip_platform(result: Diagnosis) -> tuple[str, ...]:
-    """The pip options that choose wheels for another root: its platform tag and Python."""
-    platform = result.platform
-    glibc = platform.glibc
-    tag = (f"manylinux_{glibc.major}_{glibc.minor}_{platform.arch}" if glibc
-           else f"manylinux_2_17_{platform.arch}")
-    argv = ["--platform", tag, "--only-binary=:all:", "--implementation", "cp"]
-    if platform.python is not None:
-        argv += ["--python-version", f"{platform.python.major}.{platform.python.minor}"]
-    return tuple(argv)
 
 
 def finish_failed(run: Run, report: ApplyReport, executor: Executor, *,
@@ -304,6 +294,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
         from resolver.apply.runs import default_state_dir, new_run  # noqa: PLC0415
         from resolver.apply.session import ApplyRequest  # noqa: PLC0415
         from resolver.cli.commands.plan import check_plan_flags  # noqa: PLC0415
+        from resolver.plan import STAGING  # noqa: PLC0415
 
         check_plan_flags(prefer=prefer, offline=offline, wheelhouse=wheelhouse)
         if wheel is not None and not wheel.is_file():
@@ -359,17 +350,23 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
             from resolver.cli.commands.diagnose import make_source, run_diagnose  # noqa: PLC0415
 
             first = guarded(debug, lambda: run_diagnose(make_source(**source_args))[0])
-            if first.blocks_import and rollback_on_fail:
-                spec = known_good or _cpu_recipe(first, recipes, debug)
-                if spec is None:
-                    raise fail("the installed torch is already broken and no known-good build "
-                               "fits this target: name one with --known-good torch==X.Y.Z")
-                known_good_argv = (plan_python, "-m", "pip", "install", *pip_sources, spec)
-                if not pip_would_install(known_good_argv):
-                    raise fail(f"the installed torch is already broken, and the known-good "
-                               f"build to roll back to ({spec}) cannot be installed from these "
-                               "sources: name one that can with --known-good, or add it to "
-                               "the wheelhouse")
+        elif not live:
+            raise fail(f"--site-packages {site_packages}: no torch installed there; on another "
+                       "root apply reads the target from the torch it fixes (install one first)")
+        pip_platform = pip_platform_options(first) if first is not None and not live else ()
+        staging = ("--target", str(site_host / STAGING)) if not live else ()
+        if first is not None and first.blocks_import and rollback_on_fail:
+            spec = known_good or _cpu_recipe(first, recipes, debug)
+            if spec is None:
+                raise fail("the installed torch is already broken and no known-good build "
+                           "fits this target: name one with --known-good torch==X.Y.Z")
+            known_good_argv = (plan_python, "-m", "pip", "install", *pip_platform,
+                               *staging, *pip_sources, spec)
+            if not pip_would_install(known_good_argv):
+                raise fail(f"the installed torch is already broken, and the known-good "
+                           f"build to roll back to ({spec}) cannot be installed from these "
+                           "sources: name one that can with --known-good, or add it to "
+                           "the wheelhouse")
         if not live and first is not None:
             machine = first.platform.arch
             python_version = (f"{first.platform.python.major}.{first.platform.python.minor}"
@@ -379,6 +376,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
         request = ApplyRequest(
             root=str(target_root), site=site, python=plan_python, verify_argv=verify_argv,
             wheel=str(wheel.resolve()) if wheel else None, pip_sources=tuple(pip_sources),
+            pip_platform=pip_platform,
             known_good_argv=known_good_argv, max_rounds=max_rounds,
             gpu_arch=first.platform.gpu_arch if first else None, options=options)
         stages = stages_for(request, debug=debug)

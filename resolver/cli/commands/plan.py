@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 import sys
-from pathlib import Path  # noqa: TC003 - typer reads the annotations at run time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from resolver.diagnose import Diagnosis
     from resolver.plan import PlanOptions
 
-__all__ = ["check_plan_flags", "plan_options", "register"]
+__all__ = ["check_plan_flags", "pip_platform_options", "plan_options", "register"]
 
 _PREFER = ("pip", "apt", "redist")
 
@@ -59,17 +59,87 @@ def plan_options(
         wheels = tuple(sorted(p.name for p in wheelhouse.iterdir() if p.suffix == ".whl"))
     root = "/" if source.live or source.fixture is not None else os.path.abspath(source.root)
     python = (interpreter or sys.executable) if source.live else "python3"
+    installed = _installed(result, source)
+    version = result.platform.python
     return PlanOptions(
         python=python, site=result.torch.site if result.torch else "/", root=root,
         triplet=result.platform.multiarch, prefer=StepKind(prefer) if prefer else None,
         no_root=no_root, wheelhouse=str(wheelhouse.resolve()) if wheelhouse else None,
         wheels=wheels, source_build=source_build,
         torch_requires=result.torch.requires if result.torch else (),
+        pip_platform=pip_platform_options(result) if root != "/" else (),
+        ldconfig=_root_ldconfig(Path(root), result.platform.arch) if root != "/" else (),
+        installed=installed, markers={
+            "platform_machine": result.platform.arch, "platform_system": "Linux",
+            "sys_platform": "linux", "os_name": "posix", "implementation_name": "cpython",
+            "platform_python_implementation": "CPython",
+            **({"python_version": f"{version.major}.{version.minor}",
+                "python_full_version": str(version)} if version else {})},
         # Where the loader looked for torch's libraries (its DT_RPATH among them): a folder
         # there needs no activation.
         searched=frozenset(
             posixpath.normpath(posixpath.dirname(c.path)) for request in result.requests
             for c in request.candidates if c.via.value in ("DT_RPATH", "DT_RUNPATH")))
+
+
+def _installed(result: Diagnosis, source: Source) -> frozenset[str] | None:
+    """The canonical names of the distributions torch's interpreter sees.
+
+    Known when the torch is installed on a root here (not a wheel or a fixture): its site,
+    and on this machine the interpreter's sys.path too.
+    """
+    from packaging.utils import canonicalize_name  # noqa: PLC0415
+
+    if result.torch is None or source.wheel is not None or source.fixture is not None or (
+            source.torch_fixture is not None):
+        return None
+    if source.live:
+        folders = [result.torch.site, *source.sys_path]
+    else:
+        folders = [os.path.join(source.root, result.torch.site.lstrip("/"))]
+    names: set[str] = set()
+    for folder in folders:
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        names.update(canonicalize_name(e.removesuffix(".dist-info").rsplit("-", 1)[0])
+                     for e in entries if e.endswith(".dist-info"))
+    return frozenset(names)
+
+
+def pip_platform_options(result: Diagnosis) -> tuple[str, ...]:
+    """The pip options that choose wheels for another root: its platform tags and Python.
+
+    pip does not widen an explicit `--platform` to the older manylinux tags a newer glibc
+    accepts (PEP 600: manylinux_2_Y runs on glibc 2.Y and later), so every one is named.
+    """
+    platform = result.platform
+    minor = platform.glibc.minor if platform.glibc and platform.glibc.major == 2 else 17
+    tags = [f"manylinux_2_{m}_{platform.arch}" for m in range(minor, 16, -1)]
+    tags.append(f"manylinux2014_{platform.arch}")
+    argv = [option for tag in tags for option in ("--platform", tag)]
+    argv += ["--only-binary=:all:", "--implementation", "cp"]
+    if platform.python is not None:
+        argv += ["--python-version", f"{platform.python.major}.{platform.python.minor}"]
+    return tuple(argv)
+
+
+def _root_ldconfig(root: Path, machine: str) -> tuple[str, ...]:
+    """A root of another architecture: its own ldconfig, under qemu-user (`-r` chroots)."""
+    import shutil  # noqa: PLC0415
+
+    from resolver.target.rootfs import RootFS  # noqa: PLC0415
+
+    if machine == os.uname().machine:
+        return ()
+    qemu = shutil.which(f"qemu-{machine}-static") or shutil.which(f"qemu-{machine}")
+    fs = RootFS(str(root))
+    for name in ("/sbin/ldconfig", "/usr/sbin/ldconfig"):
+        resolved = fs.resolve(name)
+        if qemu and resolved.ok and resolved.real is not None:
+            return (qemu, str(root / resolved.real.lstrip("/")), "-r", str(root))
+    return ()
 
 
 def register(app: typer.Typer) -> None:
