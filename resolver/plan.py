@@ -42,7 +42,15 @@ if TYPE_CHECKING:
     from resolver.recipes.match import Fix
     from resolver.recipes.schema import Commit, Method, Recipe
 
-__all__ = ["STAGING", "Action", "Plan", "PlanOptions", "make_plan", "missing_requirements"]
+__all__ = [
+    "LDCONFIG_CACHES",
+    "STAGING",
+    "Action",
+    "Plan",
+    "PlanOptions",
+    "make_plan",
+    "missing_requirements",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,9 +92,17 @@ class Action:
     fixes: tuple[str, ...] = ()  # the sonames (or torch) it is there for
     undo: tuple[tuple[str, ...], ...] = ()  # the argument lists that take it back
     undo_effect: str = ""  # how it is taken back, in words
+    touches: tuple[str, ...] = ()  # caches its commands rewrite (ld.so.cache, ldconfig's
+    # aux-cache): kept before it runs, put back after its undo
+    redist: Step | None = None  # a redist step: the manifest, archive pins and the prefix
+    creates: str | None = None  # a folder (root's namespace) the action creates whole, taken
+    # away whole when it is undone (a redist prefix)
     merge_into: str | None = None  # pip into another root: the site (host path) the staging
     # folder pip installed into (`STAGING`) is merged into, file by file, after the commands
 
+
+# What ldconfig rewrites besides the conf files it reads (glibc's elf/ldconfig.c, elf/cache.c).
+LDCONFIG_CACHES = ("/etc/ld.so.cache", "/var/cache/ldconfig/aux-cache")
 
 # Where pip installs for another root before apply merges it into the site: inside the site, so
 # a rename moves each file and a crash leaves it where rollback looks (a new top-level entry).
@@ -289,7 +305,12 @@ def _step_do(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
         requesters = getattr(fix.finding, "requested_by", ())
         argv_lists, effect, writes, root = _activation(directory, recipe.id, options, requesters)
         return dataclasses.replace(action(argv_lists, effect, writes, needs_root=root),
-                                   directory=directory)
+                                   directory=directory, touches=LDCONFIG_CACHES if writes else ())
+    if step.kind is StepKind.REDIST:
+        prefix = _expand(step.prefix or "", options, None, step)
+        return dataclasses.replace(action((), _effect(step, options)),
+                                   redist=dataclasses.replace(step, prefix=prefix),
+                                   creates=prefix)
     return action((), _effect(step, options))
 
 
@@ -462,7 +483,7 @@ def _found_activation(fix: Fix, options: PlanOptions) -> Action | str:
         return f"{folder} holds it but {_UNREACHABLE}"
     found = Action(recipe="activate", method="activate", kind=StepKind.ACTIVATE, argv=argv,
                    effect=effect, writes=writes, directory=folder, needs_root=root,
-                   fixes=(fix.wanted,))
+                   fixes=(fix.wanted,), touches=LDCONFIG_CACHES if writes else ())
     return _undo(found, _ACTIVATE, options)
 
 

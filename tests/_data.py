@@ -1169,3 +1169,33 @@ def make_thor_root(dest: Path, wheelhouse: Path) -> Path:
           str(dest / THOR_SITE.lstrip("/")), str(wheel)],
          what="pip install torch 2.11.0 aarch64 --no-deps into the root")
     return dest
+
+
+def make_thor_root_complete(dest: Path, wheelhouse: Path, *, without: Sequence[str] = ()
+                            ) -> Path:
+    """`make_thor_root`, then every wheel of `wheelhouse` but those whose file names start
+    with one of `without` installed beside torch (``pip install --no-deps --target``)."""
+    make_arm64_root(dest, ARM64_PYTHON_PACKAGES)
+    wheels = [str(w) for w in sorted(wheelhouse.glob("*.whl"))
+              if not w.name.startswith(tuple(without))]
+    _pip(["install", "--no-deps", *_ARM_CP311_PINS, "--target",
+          str(dest / THOR_SITE.lstrip("/")), *wheels],
+         what="pip install the aarch64 wheelhouse --no-deps into the root")
+    return dest
+
+
+def tree_hash(root: Path) -> str:
+    """Every path under `root` with its type, mode and bytes (or link target), hashed."""
+    digest = hashlib.sha256()
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names + [d for d in dirs if os.path.islink(os.path.join(folder, d))]):
+            path = os.path.join(folder, name)
+            info = os.lstat(path)
+            digest.update(f"{os.path.relpath(path, root)}\0{info.st_mode:o}\0".encode())
+            if os.path.islink(path):
+                digest.update(os.readlink(path).encode())
+            else:
+                with open(path, "rb") as handle:
+                    digest.update(hashlib.sha256(handle.read()).digest())
+    return digest.hexdigest()

@@ -4,8 +4,9 @@ Every request has a connect and a read timeout and is retried with backoff on co
 errors and 5xx answers (requests with urllib3's `Retry`). An archive is streamed to
 `<name>.part` beside its final place, never more than its pinned size; its sha256 is computed on
 the way and compared before it is renamed into place, so nothing unverified is ever left under
-the final name. Only https is fetched, except from the loopback address (a local mirror, the
-tests' server). Errors are `ApplyError`s of one line naming the URL.
+the final name. A download cut short is kept as `.part` and resumed with a range request next
+time. Only https is fetched, except from the loopback address (a local mirror, the tests'
+server). Errors are `ApplyError`s of one line naming the URL.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from resolver.recipes.redist import Archive
 
-__all__ = ["Fetcher"]
+__all__ = ["Fetcher", "mirrored"]
 
 _CHUNK = 1 << 20
 
@@ -45,6 +46,18 @@ def _allowed(url: str) -> bool:
         return False
 
 
+def mirrored(url: str, mirror: str | None) -> str:
+    """`url` from `mirror` instead of its origin: `https://host/a/b` -> `<mirror>/a/b`.
+
+    Air-gapped machines keep NVIDIA's redist tree on a local server; the recipe's pins (size,
+    sha256) still decide what is accepted.
+    """
+    if not mirror:
+        return url
+    parts = urlsplit(url)
+    return mirror.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+
+
 @dataclass(slots=True)
 class Fetcher:
     """An HTTP session with timeouts (seconds) and retries."""
@@ -54,7 +67,7 @@ class Fetcher:
     retries: int = 3
     _session: requests.Session | None = None
 
-    def _get(self, url: str) -> requests.Response:
+    def _get(self, url: str, headers: dict[str, str] | None = None) -> requests.Response:
         import requests  # noqa: PLC0415 - only apply downloads
         from requests.adapters import HTTPAdapter  # noqa: PLC0415
         from urllib3.util.retry import Retry  # noqa: PLC0415
@@ -69,7 +82,7 @@ class Fetcher:
                 session.mount(prefix, HTTPAdapter(max_retries=retry))
             self._session = session
         try:
-            response = self._session.get(url, stream=True,
+            response = self._session.get(url, stream=True, headers=headers,
                                          timeout=(self.connect_timeout, self.read_timeout))
             response.raise_for_status()
         except requests.RequestException as err:
@@ -109,17 +122,31 @@ class Fetcher:
         final = folder / os.path.basename(archive.relative_path)
         partial = final.with_name(final.name + ".part")
         digest, size = hashlib.sha256(), 0
-        try:
-            with self._get(archive.url) as response, partial.open("wb") as out:
-                for chunk in response.iter_content(_CHUNK):
-                    size += len(chunk)
-                    _check_size(archive, size)
+        # A download a failure cut short is resumed (an HTTP range request); its bytes are
+        # hashed again, and the whole is checked at the end as if it came in one piece.
+        have = partial.stat().st_size if partial.is_file() else 0
+        if 0 < have < archive.size:
+            with partial.open("rb") as kept:
+                while chunk := kept.read(_CHUNK):
                     digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        except requests.RequestException as err:
+            size = have
+        else:
             partial.unlink(missing_ok=True)
+        try:
+            headers = {"Range": f"bytes={size}-"} if size else None
+            with self._get(archive.url, headers) as response:
+                if size and response.status_code != 206:
+                    digest, size = hashlib.sha256(), 0  # the server sends it all again
+                with partial.open("ab" if size else "wb") as out:
+                    for chunk in response.iter_content(_CHUNK):
+                        size += len(chunk)
+                        _check_size(archive, size)
+                        digest.update(chunk)
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+        except requests.RequestException as err:
+            # Kept as .part (never under the final name): the next try resumes it.
             raise ApplyError(f"{archive.url}: download failed: {_reason(err)}") from None
         except BaseException:
             partial.unlink(missing_ok=True)

@@ -46,7 +46,8 @@ def step_data(action: Action) -> dict[str, object]:
     return {"recipe": action.recipe, "kind": action.kind.value, "effect": action.effect,
             "argv": [list(a) for a in action.argv], "writes": list(action.writes),
             "text": f"{action.directory}\n" if action.directory else "",
-            "undo": [list(a) for a in action.undo], "undo_effect": action.undo_effect}
+            "undo": [list(a) for a in action.undo], "undo_effect": action.undo_effect,
+            "creates": action.creates, "touches": list(action.touches)}
 
 
 class StepHooks(Protocol):

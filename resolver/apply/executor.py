@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from resolver.apply.download import Fetcher, mirrored
 from resolver.apply.snapshot import merge_tree
-from resolver.errors import ApplyError
+from resolver.apply.unpack import unpack_archive
+from resolver.errors import ApplyError, ResolveError
 from resolver.plan import STAGING, Action
+from resolver.recipes.redist import MAX_MANIFEST_BYTES, find_archive, parse_manifest
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -60,7 +63,7 @@ class Executor(Protocol):
 
 
 def _runnable(action: Action) -> None:
-    if not action.argv and not action.writes:
+    if not action.argv and not action.writes and action.redist is None:
         raise ApplyError(f"{action.recipe}: a {action.kind.value} step cannot be run yet "
                          f"({action.effect})")
 
@@ -78,6 +81,8 @@ class DryRunExecutor:
         self.log += [f"would run: {shlex.join(argv)}" for argv in action.argv]
         if action.merge_into is not None:
             self.log.append(f"would merge {STAGING} into {action.merge_into}, file by file")
+        if action.redist is not None:
+            self.log.append(f"would download and unpack: {action.effect}")
         return StepOutcome(ok=True, ran=action.argv, wrote=action.writes)
 
 
@@ -88,6 +93,30 @@ class SubprocessExecutor:
     root: Path
     timeout: float = 3600.0  # seconds per command: a CUDA wheel install is minutes, not hours
     env: Mapping[str, str] | None = None
+    downloads: Path | None = None  # where redist archives are kept (default: a temporary one)
+    mirror: str | None = None  # serves NVIDIA's redist tree: replaces the manifest's origin
+    fetcher: Fetcher = field(default_factory=Fetcher)
+
+    def _redist(self, action: Action, started: float) -> StepOutcome:
+        """Download the pinned archive (checked before use) and unpack it under the prefix."""
+        step = action.redist
+        if step is None or step.prefix is None:
+            raise ApplyError(f"{action.recipe}: a redist step without its archive and prefix")
+        url = mirrored(step.manifest_url or "", self.mirror)
+        ran = (("download", url),)
+        try:
+            manifest = parse_manifest(self.fetcher.fetch_bytes(url, MAX_MANIFEST_BYTES), url=url)
+            archive = find_archive(manifest, step, url=url)
+            with tempfile.TemporaryDirectory(prefix="jetson-resolve-") as scratch:
+                folder = self.downloads or Path(scratch)
+                folder.mkdir(parents=True, exist_ok=True)
+                saved = self.fetcher.download(archive, folder)
+                written = unpack_archive(saved, self.root / step.prefix.lstrip("/"))
+        except ResolveError as err:
+            return StepOutcome(ok=False, ran=ran, output=str(err).splitlines()[0],
+                               seconds=time.monotonic() - started)
+        return StepOutcome(ok=True, ran=ran, wrote=tuple(written), returncode=0,
+                           seconds=time.monotonic() - started)
 
     def _write(self, path: str, text: str) -> None:
         target = self.root / path.lstrip("/")
@@ -110,6 +139,8 @@ class SubprocessExecutor:
         """Write the action's files, then run its commands in order."""
         _runnable(action)
         started = time.monotonic()
+        if action.redist is not None:
+            return self._redist(action, started)
         for path in action.writes:
             self._write(path, f"{action.directory}\n")
         if action.merge_into is not None:  # a staging folder a crash left: start clean

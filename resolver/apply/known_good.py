@@ -209,6 +209,24 @@ class KnownGood:
                 shutil.copy2(self.folder / "files" / str(before["copy"]), path)
             report.removed.append(str(path))
 
+    def put_back(self, paths: list[Path]) -> None:
+        """Put each kept file back as it was kept, or remove it when it did not exist.
+
+        For caches a step's commands rewrote (ld.so.cache, ldconfig's aux-cache).
+        """
+        files = self._state().get("files")
+        files = files if isinstance(files, dict) else {}
+        for path in paths:
+            before = files.get(str(path))
+            if not isinstance(before, dict):
+                continue
+            if before.get("copy") is None:
+                path.unlink(missing_ok=True)
+            elif _sha256_or_none(path) != before.get("sha256"):
+                scratch = path.with_name(f".{path.name}.jetson-resolve")
+                shutil.copy2(self.folder / "files" / str(before["copy"]), scratch)
+                scratch.replace(path)
+
     def restore_site(self, site: Path, added: set[str], since: float) -> RestoreReport:
         """Put the site back as `begin` found it.
 

@@ -12,6 +12,7 @@ something could not be put back, `rollback-incomplete` with what is left.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ from resolver.plan import Action
 from resolver.recipes.schema import StepKind
 
 if TYPE_CHECKING:
-    from resolver.apply.executor import Executor
+    from resolver.apply.executor import Executor, StepOutcome
     from resolver.apply.runs import Run
 
 __all__ = ["RollbackResult", "roll_back"]
@@ -45,6 +46,32 @@ class RollbackResult:
 
 def _strings(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _take_back_files(run: Run, root: Path, data: dict[str, object],
+                     report: RestoreReport) -> None:
+    """Put back the files a step wrote, and remove the folder it created whole."""
+    written = {str(root / w.lstrip("/")): str(data.get("text", ""))
+               for w in _strings(data.get("writes"))}
+    run.known_good.restore_files(written, report)
+    created = data.get("created")
+    if isinstance(created, str):
+        folder = root / created.lstrip("/")
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)  # a redist prefix and the folders made for it, whole
+            report.removed.append(str(folder))
+
+
+def _run_undo(executor: Executor, data: dict[str, object]) -> StepOutcome | None:
+    """Run a step's undo commands; the outcome when they failed, else None."""
+    undo = tuple(tuple(_strings(argv)) for argv in data.get("undo", []) or [])  # type: ignore[attr-defined]
+    if not undo:
+        return None
+    outcome = executor.run(Action(
+        recipe=str(data.get("recipe", "")), method="undo",
+        kind=StepKind(str(data.get("kind", "pip"))), argv=undo,
+        effect=str(data.get("undo_effect", ""))))
+    return None if outcome.ok else outcome
 
 
 def roll_back(run: Run, executor: Executor, *, outcome: str | None = "rolled-back"
@@ -75,23 +102,18 @@ def roll_back(run: Run, executor: Executor, *, outcome: str | None = "rolled-bac
     for step in sorted(set(started) - set(state.undone), reverse=True):
         data = started[step]
         journal.append(Event.UNDO_STARTED, step=step, data={"undo": data.get("undo", [])})
-        written = {str(root / w.lstrip("/")): str(data.get("text", ""))
-                   for w in _strings(data.get("writes"))}
-        run.known_good.restore_files(written, report)
+        _take_back_files(run, root, data, report)
         if step in ended:
             added.update(_strings(ended[step].get("added")))
         else:  # in doubt: whatever appeared in the site since it started is its doing
             added.update(set(list_site(site).entries) - set(_strings(data.get("entries"))))
-        undo = tuple(tuple(_strings(argv)) for argv in data.get("undo", []) or [])
-        if undo:
-            outcome_of = executor.run(Action(
-                recipe=str(data.get("recipe", "")), method="undo",
-                kind=StepKind(str(data.get("kind", "pip"))), argv=undo,
-                effect=str(data.get("undo_effect", ""))))
-            if not outcome_of.ok:
-                journal.append(Event.UNDO_FAILED, step=step, data=outcome_data(outcome_of))
-                not_undone.append(step)
-                continue
+        failed = _run_undo(executor, data)
+        # The caches its commands (and its undo's) rewrote go back as they were kept.
+        run.known_good.put_back([root / p.lstrip("/") for p in _strings(data.get("touches"))])
+        if failed is not None:
+            journal.append(Event.UNDO_FAILED, step=step, data=outcome_data(failed))
+            not_undone.append(step)
+            continue
         journal.append(Event.UNDO_DONE, step=step)
         undone.append(step)
     report_site = run.known_good.restore_site(site, added, since=records[0].time)

@@ -210,7 +210,7 @@ class StepKeeper:
         """Keep the files `action` writes and the distributions it may replace."""
         known = self.run.known_good
         site = self.request.site_host
-        for path in action.writes:
+        for path in (*action.writes, *action.touches):
             known.keep_file(Path(self.request.root) / path.lstrip("/"))
         if action.kind in (StepKind.PIP, StepKind.TORCH_WHEEL):
             # pip replaces what its own dry-run says it installs; a torch step, torch always.
@@ -220,7 +220,8 @@ class StepKeeper:
             for name in sorted(names):
                 known.keep_dist(site, name)
         self.progress.step(self.next, action)
-        return {"entries": list(list_site(site).entries)}
+        return {"entries": list(list_site(site).entries),
+                "created": _first_missing(Path(self.request.root), action.creates)}
 
     def after(self, _action: Action, before: dict[str, object]) -> dict[str, object]:
         """The site's top-level entries the step added."""
@@ -264,6 +265,23 @@ def _wheel_in_place(request: ApplyRequest) -> bool:
         return Version(dist_info.removesuffix(".dist-info").rsplit("-", 1)[-1]) == version
     except InvalidVersion:
         return False
+
+
+def _first_missing(root: Path, folder: str | None) -> str | None:
+    """The outermost folder of `folder` (root's namespace) that does not exist yet.
+
+    It is what a step that creates `folder` creates, taken away whole by its undo.
+    """
+    if folder is None:
+        return None
+    missing = None
+    current = folder.rstrip("/")
+    while current and current != "/":
+        if os.path.lexists(root / current.lstrip("/")):
+            break
+        missing = current
+        current = os.path.dirname(current)
+    return missing
 
 
 def wheel_action(request: ApplyRequest) -> Action:

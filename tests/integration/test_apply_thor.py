@@ -11,7 +11,6 @@ exit 1, and `rollback` again leaves the root as it was.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -39,23 +38,6 @@ def _cli(*args: str) -> tuple[int, dict[str, Any] | None, str]:
     return done.returncode, document, done.stderr
 
 
-def tree_hash(root: Path) -> str:
-    """Every path under `root` with its type, mode and bytes (or link target), hashed."""
-    digest = hashlib.sha256()
-    for folder, dirs, names in os.walk(root):
-        dirs.sort()
-        for name in sorted(names + [d for d in dirs if os.path.islink(os.path.join(folder, d))]):
-            path = os.path.join(folder, name)
-            info = os.lstat(path)
-            digest.update(f"{os.path.relpath(path, root)}\0{info.st_mode:o}\0".encode())
-            if os.path.islink(path):
-                digest.update(os.readlink(path).encode())
-            else:
-                with open(path, "rb") as handle:
-                    digest.update(hashlib.sha256(handle.read()).digest())
-    return digest.hexdigest()
-
-
 def _apply(root: Path, wheelhouse: Path, state: Path) -> tuple[int, dict[str, Any] | None, str]:
     return _cli("apply", "--root", str(root), "--site-packages",
                 str(root / _data.THOR_SITE.lstrip("/")), "--offline", "--wheelhouse",
@@ -65,7 +47,7 @@ def _apply(root: Path, wheelhouse: Path, state: Path) -> tuple[int, dict[str, An
 def test_thor_apply_verify_under_qemu_then_rollback(arm_wheelhouse: Path,
                                                     tmp_path: Path) -> None:
     root = _data.make_thor_root(tmp_path / "root", arm_wheelhouse)
-    before = tree_hash(root)
+    before = _data.tree_hash(root)
     code, document, stderr = _apply(root, arm_wheelhouse, tmp_path / "state")
     assert code == 0, stderr
     assert document is not None
@@ -89,12 +71,12 @@ def test_thor_apply_verify_under_qemu_then_rollback(arm_wheelhouse: Path,
     code, rolled, stderr = _cli("rollback", "--state-dir", str(tmp_path / "state"), "--json")
     assert code == 3, stderr
     assert rolled is not None and rolled["restored"]["problems"] == []
-    assert tree_hash(root) == before
+    assert _data.tree_hash(root) == before
 
 
 def test_thor_step_fails_kept_then_rolled_back(arm_wheelhouse: Path, tmp_path: Path) -> None:
     root = _data.make_thor_root(tmp_path / "root", arm_wheelhouse)
-    before = tree_hash(root)
+    before = _data.tree_hash(root)
     partial = tmp_path / "wheelhouse"
     partial.mkdir()
     for wheel in arm_wheelhouse.glob("*.whl"):
@@ -108,4 +90,4 @@ def test_thor_step_fails_kept_then_rolled_back(arm_wheelhouse: Path, tmp_path: P
     assert "nccl" in document["steps"][-1]["output"].lower()
     code, _, stderr = _cli("rollback", "--state-dir", str(tmp_path / "state"))
     assert code == 3, stderr
-    assert tree_hash(root) == before
+    assert _data.tree_hash(root) == before

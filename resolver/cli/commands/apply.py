@@ -29,14 +29,14 @@ from resolver.cli.errors import ExitCode, fail, guarded
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from resolver.apply.executor import Executor, StepOutcome
+    from resolver.apply.executor import Executor, StepOutcome, SubprocessExecutor
     from resolver.apply.rollback import RollbackResult
     from resolver.apply.runs import Run
     from resolver.apply.session import ApplyReport, ApplyRequest, Stages
     from resolver.diagnose import Diagnosis
     from resolver.plan import Action, Plan
 
-__all__ = ["ShownProgress", "register", "run_and_end", "stages_for"]
+__all__ = ["ShownProgress", "executor_for", "register", "run_and_end", "stages_for"]
 
 _PROBE = ("import importlib.util, json, sys, sysconfig; s = importlib.util.find_spec('torch'); "
           "print(json.dumps({'torch': s.origin if s else None, "
@@ -276,6 +276,12 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
             "--dry-run", help="Say what the first round would run; change nothing.")] = False,
         max_rounds: Annotated[int, typer.Option(
             "--max-rounds", min=1, max=100, help="Stop after this many rounds.")] = 8,
+        redist_mirror: Annotated[str | None, typer.Option(
+            "--redist-mirror", help="A server holding NVIDIA's redist tree (https, or a "
+            "loopback http address): NVIDIA's archives are fetched from it.")] = None,
+        download_timeout: Annotated[float, typer.Option(
+            "--download-timeout", min=1, help="Seconds a download may wait for the server "
+            "before it fails (retried with backoff first).")] = 60.0,
         known_good: Annotated[str | None, typer.Option(
             "--known-good", help="The torch to fall back to when the current one is already "
             "broken (a pip requirement: torch==2.13.0).")] = None,
@@ -285,11 +291,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
         debug: opt.Debug = False,
     ) -> None:
         """Fix what diagnose finds, round by round; verify; roll back on failure if asked."""
-        from resolver.apply.executor import (  # noqa: PLC0415
-            DryRunExecutor,
-            SubprocessExecutor,
-            pip_would_install,
-        )
+        from resolver.apply.executor import DryRunExecutor, pip_would_install  # noqa: PLC0415
         from resolver.apply.lock import StateLock  # noqa: PLC0415
         from resolver.apply.runs import default_state_dir, new_run  # noqa: PLC0415
         from resolver.apply.session import ApplyRequest  # noqa: PLC0415
@@ -342,7 +344,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
             "gpu_arch": gpu_arch, "no_cache": no_cache, "prefer": prefer, "no_root": no_root,
             "wheelhouse": str(wheelhouse.resolve()) if wheelhouse else None,
             "source_build": source_build, "recipes": str(recipes.resolve()) if recipes else None,
-            "rollback_on_fail": rollback_on_fail}
+            "rollback_on_fail": rollback_on_fail, "redist_mirror": redist_mirror,
+            "download_timeout": download_timeout}
         source_args = _source_args(options)
         known_good_argv: tuple[str, ...] = ()
         first: Diagnosis | None = None
@@ -392,12 +395,26 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
         try:
             run = guarded(debug, lambda: new_run(folder))
             sys.stderr.write(f"run {run.id}: journal {run.journal_path}\n")
-            executor = SubprocessExecutor(root=target_root)
+            executor = executor_for(request, folder)
             code = run_and_end(run, request, stages, executor, rollback=rollback_on_fail,
                                as_json=as_json, debug=debug)
         finally:
             lock.__exit__(None, None, None)
         raise typer.Exit(int(code))
+
+
+def executor_for(request: ApplyRequest, state_dir: Path) -> SubprocessExecutor:
+    """The executor of a run: on its root, archives kept in the state folder, its mirror."""
+    from resolver.apply.download import Fetcher  # noqa: PLC0415
+    from resolver.apply.executor import SubprocessExecutor  # noqa: PLC0415
+
+    mirror = request.options.get("redist_mirror")
+    timeout = request.options.get("download_timeout")
+    return SubprocessExecutor(
+        root=Path(request.root), downloads=state_dir / "downloads",
+        mirror=str(mirror) if mirror else None,
+        fetcher=Fetcher(read_timeout=float(timeout) if isinstance(timeout, (int, float))
+                        else 60.0))
 
 
 def run_and_end(run: Run, request: ApplyRequest, stages: Stages, executor: Executor, *,

@@ -50,7 +50,6 @@ def find_run(state_dir: Path | None, run_id: str | None, *, debug: bool) -> Run:
 def locked_run(state_dir: Path | None, run_id: str | None, *, debug: bool
                ) -> Iterator[tuple[Run, RunState, SubprocessExecutor]]:
     """The run, where it stands and an executor on its root, with the state folder locked."""
-    from resolver.apply.executor import SubprocessExecutor  # noqa: PLC0415
     from resolver.apply.lock import StateLock  # noqa: PLC0415
 
     run = find_run(state_dir, run_id, debug=debug)
@@ -58,7 +57,10 @@ def locked_run(state_dir: Path | None, run_id: str | None, *, debug: bool
     guarded(debug, lock.__enter__)
     try:
         state = guarded(debug, run.state)
-        request = guarded(debug, run.request)
-        yield run, state, SubprocessExecutor(root=Path(str(request.get("root", "/"))))
+        from resolver.apply.session import ApplyRequest  # noqa: PLC0415
+        from resolver.cli.commands.apply import executor_for  # noqa: PLC0415
+
+        request = guarded(debug, lambda: ApplyRequest.from_data(run.request()))
+        yield run, state, executor_for(request, run.folder.parent.parent)
     finally:
         lock.__exit__(None, None, None)
