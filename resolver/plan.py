@@ -71,6 +71,7 @@ class PlanOptions:
     pip_sources: tuple[str, ...] = ()  # the user's --index-url / --find-links for pip
     pip_platform: tuple[str, ...] = ()  # another root: pip's --platform, --python-version...
     ldconfig: tuple[str, ...] = ()  # how to rebuild the root's ld.so.cache, when not ours
+    deb_arch: str | None = None  # another root: its Debian architecture (arm64, amd64)
     installed: frozenset[str] | None = None  # canonical names of the site's distributions
     # (None: not known, so torch's own requirements are not checked)
     markers: Mapping[str, str] = field(default_factory=dict)  # the target's PEP 508 marker
@@ -97,6 +98,8 @@ class Action:
     redist: Step | None = None  # a redist step: the manifest, archive pins and the prefix
     creates: str | None = None  # a folder (root's namespace) the action creates whole, taken
     # away whole when it is undone (a redist prefix)
+    unpack_into: str | None = None  # apt into another root: the root (host path) the
+    # downloaded packages are unpacked into
     merge_into: str | None = None  # pip into another root: the site (host path) the staging
     # folder pip installed into (`STAGING`) is merged into, file by file, after the commands
 
@@ -294,9 +297,17 @@ def _step_do(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
         if options.root == "/":
             return action((*setup, ("apt-get", "install", "-y", *step.packages)),
                           f"install {', '.join(step.packages)}{source}")
-        return action((("apt-get", "download", *step.packages),),
-                      f"download {', '.join(step.packages)} and unpack them into "
-                      f"{options.root} (dpkg-deb -x), recording every file")
+        # apt-get downloads the target's architecture (`pkg:arm64`); the packages are
+        # unpacked into the root by apply, file by file (`resolver.apply.debs`).
+        packages = tuple(p if ":" in p.split("=", 1)[0] or not options.deb_arch
+                         else f"{p.split('=', 1)[0]}:{options.deb_arch}"
+                         + (f"={p.split('=', 1)[1]}" if "=" in p else "")
+                         for p in step.packages)
+        return dataclasses.replace(
+            action((("apt-get", "download", *packages),),
+                   f"download {', '.join(packages)} and unpack them into {options.root}, "
+                   "recording every file (no maintainer scripts run)"),
+            unpack_into=options.root)
     if step.kind is StepKind.ACTIVATE:
         # `{prefix}` is where the method's redist step unpacks, its own tokens filled in.
         redist = next((s for s in method.steps if s.kind is StepKind.REDIST), None)

@@ -208,3 +208,50 @@ def test_source_build_only_when_asked_and_cherry_picks_what_the_tag_lacks(
     # v2.9.0 has the first; the second names no release, so it is cherry-picked.
     assert f"1 upstream commit(s) cherry-picked: {unknown[:12]}" in build["effect"]
     assert "(1 more already in v2.9.0)" in build["effect"]
+
+
+def _shipped(recipe_id: str) -> Any:
+    from resolver.recipes.database import load_database  # noqa: PLC0415
+    from resolver.shipped_data import recipes_root  # noqa: PLC0415
+
+    return next(r for r in load_database(recipes_root()) if r.id == recipe_id)
+
+
+def test_apt_for_another_root_downloads_its_architecture_to_unpack_there() -> None:
+    from resolver.findings.model import MissingLibrary, Severity  # noqa: PLC0415
+    from resolver.plan import PlanOptions, make_plan  # noqa: PLC0415
+    from resolver.recipes.match import Fix  # noqa: PLC0415
+
+    finding = MissingLibrary(severity=Severity.BLOCKS_IMPORT, soname="libgomp.so.1",
+                             requested_by=("libtorch_cpu.so",), searched=())
+    fix = Fix(finding=finding, wanted="libgomp.so.1", recipes=(_shipped("libgomp-apt"),),
+              excluded=())
+    options = PlanOptions(python="python3", site="/usr/local/lib/python3.11/dist-packages",
+                          root="/srv/thor", deb_arch="arm64")
+    (action,) = make_plan([fix], options).actions
+    assert action.argv == (("apt-get", "download", "libgomp1:arm64"),)
+    assert action.unpack_into == "/srv/thor"
+    live = make_plan([fix], PlanOptions(python="python3", site="/usr/lib/python3/dist-packages"))
+    assert live.actions[0].argv[-1] == ("apt-get", "install", "-y", "libgomp1")
+    assert live.actions[0].unpack_into is None
+
+
+def test_torch_requirements_missing_from_the_site_come_first(torch_arm_site: Path) -> None:
+    from resolver.plan import PlanOptions, make_plan, missing_requirements  # noqa: PLC0415
+
+    metadata = (torch_arm_site / "torch-2.11.0.dist-info" / "METADATA").read_text()
+    requires = tuple(line.removeprefix("Requires-Dist: ") for line in metadata.splitlines()
+                     if line.startswith("Requires-Dist: "))
+    markers = {"platform_machine": "aarch64", "platform_system": "Linux",
+               "sys_platform": "linux", "python_version": "3.12"}
+    options = PlanOptions(python="python3", site="/usr/lib/python3/dist-packages",
+                          torch_requires=requires, installed=frozenset({"torch", "filelock"}),
+                          markers=markers)
+    missing = missing_requirements(options)
+    assert "filelock" not in missing and "nvidia-cudnn-cu13==9.19.0.56" in missing
+    assert not [m for m in missing if m.startswith(("optree", "pyyaml"))]  # extras not asked
+    assert missing_requirements(PlanOptions(python="p", site="/s", torch_requires=requires)
+                                ) == ()  # the site's contents unknown: nothing claimed
+    plan = make_plan([], options)
+    assert [a.recipe for a in plan.actions] == ["torch-requires"]
+    assert plan.actions[0].argv[0][-len(missing):] == missing

@@ -38,7 +38,8 @@ class RoundResult:
 def outcome_data(outcome: StepOutcome) -> dict[str, object]:
     """A step's outcome as journal data."""
     return {"ok": outcome.ok, "returncode": outcome.returncode, "seconds": outcome.seconds,
-            "ran": [list(argv) for argv in outcome.ran], "output": outcome.output}
+            "ran": [list(argv) for argv in outcome.ran], "output": outcome.output,
+            "wrote": list(outcome.wrote), "created": list(outcome.created)}
 
 
 def step_data(action: Action) -> dict[str, object]:
@@ -47,7 +48,8 @@ def step_data(action: Action) -> dict[str, object]:
             "argv": [list(a) for a in action.argv], "writes": list(action.writes),
             "text": f"{action.directory}\n" if action.directory else "",
             "undo": [list(a) for a in action.undo], "undo_effect": action.undo_effect,
-            "creates": action.creates, "touches": list(action.touches)}
+            "creates": action.creates, "touches": list(action.touches),
+            "unpack_into": action.unpack_into}
 
 
 class StepHooks(Protocol):

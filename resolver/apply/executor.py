@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from resolver.apply.debs import place_in_root, planned_paths
 from resolver.apply.download import Fetcher, mirrored
 from resolver.apply.snapshot import merge_tree
 from resolver.apply.unpack import unpack_archive
@@ -32,7 +33,15 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 
-__all__ = ["DryRunExecutor", "Executor", "StepOutcome", "SubprocessExecutor", "pip_would_install"]
+__all__ = [
+    "PLANNED",
+    "DryRunExecutor",
+    "Executor",
+    "StepOutcome",
+    "SubprocessExecutor",
+    "apt_folder",
+    "pip_would_install",
+]
 
 _TAIL = 2000  # characters of a command's output kept for the journal
 
@@ -44,6 +53,7 @@ class StepOutcome:
     ok: bool
     ran: tuple[tuple[str, ...], ...]  # the argument lists run (or, dry, that would be)
     wrote: tuple[str, ...] = ()  # files written, in the root's namespace
+    created: tuple[str, ...] = ()  # folders created for them, outermost first
     returncode: int | None = None  # of the last command run
     output: str = ""  # the tail of the failing command's stdout and stderr
     seconds: float = 0.0
@@ -97,6 +107,42 @@ class SubprocessExecutor:
     mirror: str | None = None  # serves NVIDIA's redist tree: replaces the manifest's origin
     fetcher: Fetcher = field(default_factory=Fetcher)
 
+    def _apt_into_root(self, action: Action, started: float) -> StepOutcome:
+        """`apt-get download` the packages, then place their files in the root, recorded."""
+        folder = apt_folder(self.downloads or self.root / "tmp", action.argv)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        ran = []
+        for argv in action.argv:
+            ran.append(argv)
+            try:
+                done = subprocess.run(list(argv), capture_output=True, text=True, check=False,
+                                      timeout=self.timeout, env=self.env, cwd=folder)
+            except (OSError, subprocess.TimeoutExpired) as err:
+                return StepOutcome(ok=False, ran=tuple(ran), output=str(err)[-_TAIL:],
+                                   seconds=time.monotonic() - started)
+            if done.returncode != 0:
+                return StepOutcome(ok=False, ran=tuple(ran), returncode=done.returncode,
+                                   output=(done.stdout + done.stderr)[-_TAIL:],
+                                   seconds=time.monotonic() - started)
+        try:
+            planned = planned_paths(self.root, sorted(folder.glob("*.deb")))
+            # The list is on disk before the first file is: a crash mid-way is taken back
+            # from it (`resolver.apply.rollback`).
+            folders = sorted({"/" + d.relative_to(self.root).as_posix()
+                              for place, _, _ in planned
+                              for d in (self.root / place.lstrip("/")).parents
+                              if self.root in d.parents and not os.path.lexists(d)})
+            (folder / PLANNED).write_text(json.dumps(
+                {"files": [p for p, _, _ in planned], "created": folders}), "utf-8")
+            written, created = place_in_root(self.root, planned)
+        except ApplyError as err:
+            return StepOutcome(ok=False, ran=tuple(ran), output=str(err).splitlines()[0],
+                               seconds=time.monotonic() - started)
+        return StepOutcome(ok=True, ran=tuple(ran), wrote=tuple(written),
+                           created=tuple(created), returncode=0,
+                           seconds=time.monotonic() - started)
+
     def _redist(self, action: Action, started: float) -> StepOutcome:
         """Download the pinned archive (checked before use) and unpack it under the prefix."""
         step = action.redist
@@ -141,6 +187,8 @@ class SubprocessExecutor:
         started = time.monotonic()
         if action.redist is not None:
             return self._redist(action, started)
+        if action.unpack_into is not None:
+            return self._apt_into_root(action, started)
         for path in action.writes:
             self._write(path, f"{action.directory}\n")
         if action.merge_into is not None:  # a staging folder a crash left: start clean
@@ -169,6 +217,17 @@ class SubprocessExecutor:
                                    seconds=time.monotonic() - started)
         return StepOutcome(ok=True, ran=tuple(ran), wrote=action.writes, returncode=0,
                            seconds=time.monotonic() - started)
+
+
+PLANNED = "planned.json"  # beside the downloaded packages: the files an apt step will write
+
+
+def apt_folder(downloads: Path, argv: Sequence[Sequence[str]]) -> Path:
+    """Where an apt-into-root step downloads its packages (named by its commands)."""
+    import hashlib  # noqa: PLC0415
+
+    key = hashlib.sha256(json.dumps([list(a) for a in argv]).encode()).hexdigest()[:16]
+    return downloads / "apt" / key
 
 
 def pip_would_install(argv: Sequence[str]) -> list[str]:

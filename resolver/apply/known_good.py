@@ -310,6 +310,8 @@ class KnownGood:
             if dist_info in kept:
                 exact.update(e.path.split("/", 1)[0] for e in entries
                              if "/" in e.path and not e.path.startswith(".."))
+        if not site.is_dir():
+            return 0
         # Every folder: pip's `--target` layout puts scripts in `<site>/bin` while the RECORD
         # says `../../bin/...`, so a folder no RECORD claims may still hold what a step left.
         tops = {name for name in os.listdir(site) if not name.endswith(".dist-info")

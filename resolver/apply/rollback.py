@@ -12,12 +12,16 @@ something could not be put back, `rollback-incomplete` with what is left.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from resolver.apply.engine import outcome_data
+from resolver.apply.executor import PLANNED, apt_folder
 from resolver.apply.journal import Event
 from resolver.apply.known_good import RestoreReport, list_site
 from resolver.plan import Action
@@ -62,6 +66,37 @@ def _take_back_files(run: Run, root: Path, data: dict[str, object],
             report.removed.append(str(folder))
 
 
+def _take_back_unpacked(root: Path, data: dict[str, object], end: dict[str, object] | None,
+                        executor: Executor, report: RestoreReport) -> None:
+    """Remove the files an apt-into-root step placed, and the folders it made for them.
+
+    A step that ended says what it wrote; one a crash cut short is taken back from the list
+    its executor wrote before the first file (`PLANNED`), each file that exists removed.
+    """
+    if not data.get("unpack_into"):
+        return
+    if end is not None:
+        paths, created = _strings(end.get("wrote")), _strings(end.get("created"))
+    else:
+        downloads = getattr(executor, "downloads", None)
+        argv = [_strings(a) for a in data.get("argv", []) or []]  # type: ignore[attr-defined]
+        planned = apt_folder(downloads, argv) / PLANNED if downloads else None
+        try:
+            listed = json.loads(planned.read_text("utf-8")) if planned else {}
+        except (OSError, ValueError):
+            listed = {}  # it never got to write a file
+        paths = _strings(listed.get("files")) if isinstance(listed, dict) else []
+        created = _strings(listed.get("created")) if isinstance(listed, dict) else []
+    for path in paths:
+        target = root / str(path).lstrip("/")
+        if os.path.lexists(target) and not target.is_dir():
+            target.unlink()
+            report.removed.append(str(path))
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            (root / folder.lstrip("/")).rmdir()
+
+
 def _run_undo(executor: Executor, data: dict[str, object]) -> StepOutcome | None:
     """Run a step's undo commands; the outcome when they failed, else None."""
     undo = tuple(tuple(_strings(argv)) for argv in data.get("undo", []) or [])  # type: ignore[attr-defined]
@@ -103,6 +138,7 @@ def roll_back(run: Run, executor: Executor, *, outcome: str | None = "rolled-bac
         data = started[step]
         journal.append(Event.UNDO_STARTED, step=step, data={"undo": data.get("undo", [])})
         _take_back_files(run, root, data, report)
+        _take_back_unpacked(root, data, ended.get(step), executor, report)
         if step in ended:
             added.update(_strings(ended[step].get("added")))
         else:  # in doubt: whatever appeared in the site since it started is its doing

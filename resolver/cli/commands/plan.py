@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["check_plan_flags", "pip_platform_options", "plan_options", "register"]
 
 _PREFER = ("pip", "apt", "redist")
+_DEB_ARCH = {"aarch64": "arm64", "x86_64": "amd64"}  # dpkg-architecture(1) names
 
 
 def check_plan_flags(*, prefer: str | None, offline: bool, wheelhouse: Path | None) -> None:
@@ -68,6 +69,7 @@ def plan_options(
         wheels=wheels, source_build=source_build,
         torch_requires=result.torch.requires if result.torch else (),
         pip_platform=pip_platform_options(result) if root != "/" else (),
+        deb_arch=_DEB_ARCH.get(result.platform.arch) if root != "/" else None,
         ldconfig=_root_ldconfig(Path(root), result.platform.arch) if root != "/" else (),
         installed=installed, markers={
             "platform_machine": result.platform.arch, "platform_system": "Linux",
