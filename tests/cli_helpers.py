@@ -105,3 +105,19 @@ def assert_golden(name: str, text: str) -> None:
         golden.write_text(text)
         pytest.skip(f"{golden} rewritten (JR_UPDATE_GOLDEN=1)")
     assert text == golden.read_text()
+
+
+class QuietProgress:
+    """An apply `Progress` that tells nobody (tests drive the apply engine directly)."""
+
+    def round(self, number: int, diagnosis: object, plan: object) -> None:
+        """Nothing."""
+
+    def step(self, number: int, action: object) -> None:
+        """Nothing."""
+
+    def step_done(self, number: int, outcome: object) -> None:
+        """Nothing."""
+
+    def verifying(self) -> None:
+        """Nothing."""

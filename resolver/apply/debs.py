@@ -18,6 +18,7 @@ import posixpath
 import tarfile
 from typing import TYPE_CHECKING
 
+from resolver.apply.unpack import write_member
 from resolver.errors import ApplyError
 
 if TYPE_CHECKING:
@@ -135,20 +136,8 @@ def place_in_root(root: Path, planned: list[tuple[str, tarfile.TarInfo, Path]]
             target = root / place.lstrip("/")
             missing = [p for p in (target.parent, *target.parent.parents)
                        if root in p.parents and not os.path.lexists(p)]
-            target.parent.mkdir(parents=True, exist_ok=True)
             created += ["/" + p.relative_to(root).as_posix() for p in reversed(missing)]
-            scratch = target.with_name(f".{target.name}.jetson-resolve")
-            if member.issym():
-                os.symlink(member.linkname, scratch)
-            else:
-                source = tar.extractfile(member)
-                if source is None:
-                    raise ApplyError(f"{deb.name}: cannot read {member.name!r}")
-                with source, scratch.open("wb") as out:
-                    while chunk := source.read(1 << 20):
-                        out.write(chunk)
-                os.chmod(scratch, member.mode & 0o7777)
-            os.replace(scratch, target)
+            write_member(tar, member, target, mode=member.mode & 0o7777, where=deb.name)
             written.append(place)
     except OSError as err:
         raise ApplyError(f"{root}: cannot unpack: {err}") from None

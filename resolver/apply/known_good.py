@@ -316,23 +316,28 @@ class KnownGood:
         # says `../../bin/...`, so a folder no RECORD claims may still hold what a step left.
         tops = {name for name in os.listdir(site) if not name.endswith(".dist-info")
                 and (site / name).is_dir() and not (site / name).is_symlink()}
-        pruned = 0
-        for top in sorted(tops):
-            # Bottom-up, so a folder emptied here is removed too (a wheel has no empty folders).
-            for folder, _dirs, names in os.walk(site / top, topdown=False):
-                removed = 0
-                for name in names:
-                    path = Path(folder) / name
-                    if path.relative_to(site).as_posix() in claimed:
-                        continue
-                    if top in exact or path.lstat().st_ctime >= since:
-                        path.unlink()
-                        removed += 1
-                pruned += removed
-                if not os.listdir(folder) and (removed or top in exact
-                                               or os.lstat(folder).st_ctime >= since):
-                    os.rmdir(folder)
-        return pruned
+        return sum(_prune_folder(site, top, claimed, since, exact=top in exact)
+                   for top in sorted(tops))
+
+
+def _prune_folder(site: Path, top: str, claimed: set[str], since: float, *, exact: bool
+                  ) -> int:
+    """Remove what no RECORD claims under `site/top` (see `KnownGood._prune`); how many."""
+    pruned = 0
+    # Bottom-up, so a folder emptied here is removed too (a wheel has no empty folders).
+    for folder, _dirs, names in os.walk(site / top, topdown=False):
+        removed = 0
+        for name in names:
+            path = Path(folder) / name
+            if path.relative_to(site).as_posix() in claimed:
+                continue
+            if exact or path.lstat().st_ctime >= since:
+                path.unlink()
+                removed += 1
+        pruned += removed
+        if not os.listdir(folder) and (removed or exact or os.lstat(folder).st_ctime >= since):
+            os.rmdir(folder)
+    return pruned
 
 
 def _remove_empty_parents(folder: Path, stop: Path) -> None:

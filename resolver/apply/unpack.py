@@ -21,7 +21,7 @@ from resolver.errors import ApplyError
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["unpack_archive"]
+__all__ = ["unpack_archive", "write_member"]
 
 _MAX_MEMBERS = 100_000
 
@@ -50,26 +50,31 @@ def _check(member: tarfile.TarInfo, archive: Path) -> str | None:
     return inside
 
 
-def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, archive: Path,
-           written: list[str]) -> None:
-    """Write one checked member at `target` (a temporary name renamed into place)."""
-    if member.isdir():
-        target.mkdir(parents=True, exist_ok=True)
-        return
+def write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, *, mode: int,
+                 where: str) -> None:
+    """Write a checked file or symlink member at `target`.
+
+    It goes to a temporary name beside it, then is renamed into place, so a crash never
+    leaves a half-written file under its name.
+
+    Raises:
+        ApplyError: the member's bytes cannot be read (`where` names the archive).
+        OSError: the file cannot be written.
+
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = target.with_name(f".{target.name}.part")
+    scratch = target.with_name(f".{target.name}.jetson-resolve")
     if member.issym():
         os.symlink(member.linkname, scratch)
     else:
         source = tar.extractfile(member)
         if source is None:
-            raise ApplyError(f"{archive.name}: cannot read member {member.name!r}")
+            raise ApplyError(f"{where}: cannot read member {member.name!r}")
         with source, scratch.open("wb") as out:
             while chunk := source.read(1 << 20):
                 out.write(chunk)
-        os.chmod(scratch, (member.mode & 0o755) | 0o644)
+        os.chmod(scratch, mode)
     os.replace(scratch, target)
-    written.append(str(target))
 
 
 def unpack_archive(archive: Path, prefix: Path) -> list[str]:
@@ -92,8 +97,14 @@ def unpack_archive(archive: Path, prefix: Path) -> list[str]:
             planned = [(m, _check(m, archive)) for m in members]
             written: list[str] = []
             for member, inside in planned:
-                if inside is not None:
-                    _write(tar, member, prefix / inside, archive, written)
+                if inside is None:
+                    continue
+                if member.isdir():
+                    (prefix / inside).mkdir(parents=True, exist_ok=True)
+                    continue
+                write_member(tar, member, prefix / inside, where=archive.name,
+                             mode=(member.mode & 0o755) | 0o644)
+                written.append(str(prefix / inside))
     except (tarfile.TarError, EOFError, OSError) as err:
         raise ApplyError(f"{archive.name}: cannot unpack: {err}") from None
     return written

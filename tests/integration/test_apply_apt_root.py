@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import _data
 import pytest
+from cli_helpers import QuietProgress
 
 from resolver.apply.executor import SubprocessExecutor
 from resolver.apply.journal import Event, state_of
@@ -26,25 +27,9 @@ if TYPE_CHECKING:
 
     from resolver.apply.executor import StepOutcome
     from resolver.apply.runs import Run
-    from resolver.diagnose import Diagnosis
-    from resolver.plan import Plan
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("apt-get") is None,
                                 reason="needs apt-get and root (the root's ldconfig chroots)")
-
-
-class _Quiet:
-    def round(self, number: int, diagnosis: Diagnosis, plan: Plan) -> None:
-        pass
-
-    def step(self, number: int, action: Action) -> None:
-        pass
-
-    def step_done(self, number: int, outcome: StepOutcome) -> None:
-        pass
-
-    def verifying(self) -> None:
-        pass
 
 
 def _action(root: Path) -> Action:
@@ -61,7 +46,7 @@ def _start(tmp_path: Path, root: Path) -> tuple[Run, StepKeeper, SubprocessExecu
     run.journal().append(Event.RUN_STARTED, data=request.as_data())
     run.known_good.begin(request.site_host, root / "etc" / "ld.so.conf.d")
     executor = SubprocessExecutor(root=root, downloads=tmp_path / "state" / "downloads")
-    return run, StepKeeper(run, request, _Quiet()), executor
+    return run, StepKeeper(run, request, QuietProgress()), executor
 
 
 def _deb_files(folder: Path) -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from cli_helpers import QuietProgress
 
 from resolver.apply.executor import SubprocessExecutor
 from resolver.apply.journal import Event, state_of
@@ -24,24 +25,8 @@ from resolver.recipes.schema import StepKind
 if TYPE_CHECKING:
     from resolver.apply.executor import StepOutcome
     from resolver.apply.runs import Run
-    from resolver.diagnose import Diagnosis
-    from resolver.plan import Plan
 
 _CONF = "/etc/ld.so.conf.d/jetson-resolve-vendor.conf"
-
-
-class _Quiet:
-    def round(self, number: int, diagnosis: Diagnosis, plan: Plan) -> None:
-        pass
-
-    def step(self, number: int, action: Action) -> None:
-        pass
-
-    def step_done(self, number: int, outcome: StepOutcome) -> None:
-        pass
-
-    def verifying(self) -> None:
-        pass
 
 
 def _site(python: Path) -> Path:
@@ -89,7 +74,7 @@ def _start(tmp_path: Path, python: Path) -> tuple[Run, StepKeeper, Path]:
     run = new_run(tmp_path / "state")
     run.journal().append(Event.RUN_STARTED, data=request.as_data())
     run.known_good.begin(request.site_host, root / "etc" / "ld.so.conf.d")
-    return run, StepKeeper(run, request, _Quiet()), root
+    return run, StepKeeper(run, request, QuietProgress()), root
 
 
 def test_done_then_rolled_back_byte_for_byte(tmp_path: Path, venv: Path,
