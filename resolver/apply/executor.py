@@ -112,19 +112,10 @@ class SubprocessExecutor:
         folder = apt_folder(self.downloads or self.root / "tmp", action.argv)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        ran = []
-        for argv in action.argv:
-            ran.append(argv)
-            try:
-                done = subprocess.run(list(argv), capture_output=True, text=True, check=False,
-                                      timeout=self.timeout, env=self.env, cwd=folder)
-            except (OSError, subprocess.TimeoutExpired) as err:
-                return StepOutcome(ok=False, ran=tuple(ran), output=str(err)[-_TAIL:],
-                                   seconds=time.monotonic() - started)
-            if done.returncode != 0:
-                return StepOutcome(ok=False, ran=tuple(ran), returncode=done.returncode,
-                                   output=(done.stdout + done.stderr)[-_TAIL:],
-                                   seconds=time.monotonic() - started)
+        failed = self._commands(action.argv, started, cwd=folder)
+        if failed is not None:
+            return failed
+        ran = action.argv
         try:
             planned = planned_paths(self.root, sorted(folder.glob("*.deb")))
             # The list is on disk before the first file is: a crash mid-way is taken back
@@ -185,6 +176,10 @@ class SubprocessExecutor:
         """Write the action's files, then run its commands in order."""
         _runnable(action)
         started = time.monotonic()
+        if action.needs_root and os.geteuid() != 0 and str(self.root) == "/":
+            raise ApplyError(f"{action.recipe}: this step needs root ({action.effect}); run "
+                             "apply as root, or with --no-root for steps inside the "
+                             "environment only")
         if action.redist is not None:
             return self._redist(action, started)
         if action.unpack_into is not None:
@@ -193,21 +188,10 @@ class SubprocessExecutor:
             self._write(path, f"{action.directory}\n")
         if action.merge_into is not None:  # a staging folder a crash left: start clean
             shutil.rmtree(Path(action.merge_into) / STAGING, ignore_errors=True)
-        ran: list[tuple[str, ...]] = []
-        for argv in action.argv:
-            ran.append(argv)
-            try:
-                done = subprocess.run(list(argv), capture_output=True, text=True, check=False,
-                                      timeout=self.timeout, env=self.env)
-            except (OSError, subprocess.TimeoutExpired) as err:
-                return StepOutcome(ok=False, ran=tuple(ran), wrote=action.writes,
-                                   output=str(err)[-_TAIL:],
-                                   seconds=time.monotonic() - started)
-            if done.returncode != 0:
-                return StepOutcome(ok=False, ran=tuple(ran), wrote=action.writes,
-                                   returncode=done.returncode,
-                                   output=(done.stdout + done.stderr)[-_TAIL:],
-                                   seconds=time.monotonic() - started)
+        failed = self._commands(action.argv, started, wrote=action.writes)
+        if failed is not None:
+            return failed
+        ran = action.argv
         if action.merge_into is not None:
             try:
                 merge_tree(Path(action.merge_into) / STAGING, Path(action.merge_into))
@@ -217,6 +201,25 @@ class SubprocessExecutor:
                                    seconds=time.monotonic() - started)
         return StepOutcome(ok=True, ran=tuple(ran), wrote=action.writes, returncode=0,
                            seconds=time.monotonic() - started)
+
+    def _commands(self, argv_lists: Sequence[Sequence[str]], started: float, *,
+                  wrote: tuple[str, ...] = (), cwd: Path | None = None) -> StepOutcome | None:
+        """Run each argument list in turn (no shell); the outcome of the first that fails."""
+        ran: list[tuple[str, ...]] = []
+        for argv in argv_lists:
+            ran.append(tuple(argv))
+            try:
+                done = subprocess.run(list(argv), capture_output=True, text=True, check=False,
+                                      timeout=self.timeout, env=self.env, cwd=cwd)
+            except (OSError, subprocess.TimeoutExpired) as err:
+                return StepOutcome(ok=False, ran=tuple(ran), wrote=wrote,
+                                   output=str(err)[-_TAIL:], seconds=time.monotonic() - started)
+            if done.returncode != 0:
+                return StepOutcome(ok=False, ran=tuple(ran), wrote=wrote,
+                                   returncode=done.returncode,
+                                   output=(done.stdout + done.stderr)[-_TAIL:],
+                                   seconds=time.monotonic() - started)
+        return None
 
 
 PLANNED = "planned.json"  # beside the downloaded packages: the files an apt step will write

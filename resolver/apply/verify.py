@@ -2,7 +2,9 @@
 
 `VERIFY_SCRIPT` runs in the target interpreter (never in ours: this tool does not import
 torch) and prints one JSON object: `torch.__version__`, `torch.version.cuda`,
-`torch.backends.cudnn.version()`, `torch.cuda.get_arch_list()`, whether CUDA is available,
+`torch.backends.cudnn.version()`, the build's CUDA architectures (`torch.cuda.get_arch_list()`,
+which is empty without a driver, so from `torch._C._cuda_getArchFlags()` where it exists; an
+empty list is no verdict: diagnose reads the kernels themselves), whether CUDA is available,
 a CPU matmul and a LAPACK call (`torch.linalg.svd`, which runs NVPL or OpenBLAS on aarch64),
 each checked for a right answer and timed; and where CUDA is available, a CUDA matmul and a
 cuDNN convolution timed against the same work on the CPU. `judge` turns that into a verdict
@@ -48,7 +50,9 @@ try:
 except BaseException as err:
     out["cudnn"] = None
     out["cudnn_error"] = "%s: %s" % (type(err).__name__, err)
-out["arch_list"] = list(torch.cuda.get_arch_list())
+# get_arch_list() is empty without a driver; the build's own flags are there regardless.
+flags = getattr(torch._C, "_cuda_getArchFlags", lambda: None)()
+out["arch_list"] = flags.split() if flags else list(torch.cuda.get_arch_list())
 out["cuda_available"] = bool(torch.cuda.is_available())
 out["errors"] = []
 try:
@@ -169,7 +173,7 @@ def judge(report: Mapping[str, object], expect: Expectation, seconds: float = 0.
     if expect.cuda_build and not report.get("cuda"):
         problems.append(f"torch {report.get('version')} is a CPU build (torch.version.cuda is "
                         "None); a CUDA build was expected")
-    if expect.cuda_build and expect.gpu_arch is not None and not _has_code_for(
+    if expect.cuda_build and expect.gpu_arch is not None and arch_list and not _has_code_for(
             arch_list, expect.gpu_arch):
         problems.append(f"torch has no code for sm_{expect.gpu_arch} (it holds "
                         f"{', '.join(arch_list) or 'none'})")

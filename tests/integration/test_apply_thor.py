@@ -58,6 +58,9 @@ def test_thor_apply_verify_under_qemu_then_rollback(arm_wheelhouse: Path,
     assert report["version"] == "2.11.0+cu130" and report["cuda"] == "13.0"
     assert report["cudnn"] >= 91900 and report["cuda_available"] is False
     assert report["errors"] == []  # CPU matmul and torch.linalg.svd (NVPL) ran right
+    # The build's own CUDA architectures, read without a driver.
+    assert report["arch_list"]
+    assert all(a.startswith(("sm_", "compute_")) for a in report["arch_list"])
     # torch's own scripts are still there: pip installed beside them, not over `bin/`.
     site = root / _data.THOR_SITE.lstrip("/")
     assert (site / "bin" / "torchrun").is_file()

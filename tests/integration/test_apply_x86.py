@@ -129,3 +129,21 @@ def test_cudnn_withheld_fails_and_rolls_back(cpu_venv: Path, x86_wheelhouse: Pat
     assert document["steps"][0]["state"] == "undone"
     assert "nvidia-cudnn" in document["steps"][0]["output"].lower().replace("_", "-")
     _assert_cpu_torch_back(python, site, freeze)
+
+
+def test_dry_run_says_what_it_would_run_and_changes_nothing(cpu_venv: Path,
+                                                            x86_wheelhouse: Path,
+                                                            tmp_path: Path) -> None:
+    python = cpu_venv / "bin" / "python"
+    site = next((cpu_venv / "lib").glob("python3.*/site-packages"))
+    entries = list_site(site).entries
+    wheel = next(x86_wheelhouse.glob("torch-2.14.1-*.whl"))
+    done = subprocess.run(
+        [sys.executable, "-m", "resolver", "apply", "--python", str(python), "--wheel",
+         str(wheel), "--offline", "--wheelhouse", str(x86_wheelhouse), "--dry-run",
+         "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"would run: {python} -m pip install --no-index --find-links" in done.stdout
+    assert str(wheel) in done.stdout
+    assert list_site(site).entries == entries and not (tmp_path / "state").exists()
