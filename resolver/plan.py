@@ -37,7 +37,7 @@ from packaging.version import InvalidVersion, Version
 from resolver.recipes.schema import Step, StepKind
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from resolver.recipes.match import Fix
     from resolver.recipes.schema import Commit, Method, Recipe
@@ -72,6 +72,7 @@ class PlanOptions:
     pip_platform: tuple[str, ...] = ()  # another root: pip's --platform, --python-version...
     ldconfig: tuple[str, ...] = ()  # how to rebuild the root's ld.so.cache, when not ours
     deb_arch: str | None = None  # another root: its Debian architecture (arm64, amd64)
+    build_dir: str = "/var/lib/jetson-resolve/build"  # where source builds check out
     installed: frozenset[str] | None = None  # canonical names of the site's distributions
     # (None: not known, so torch's own requirements are not checked)
     markers: Mapping[str, str] = field(default_factory=dict)  # the target's PEP 508 marker
@@ -93,6 +94,7 @@ class Action:
     fixes: tuple[str, ...] = ()  # the sonames (or torch) it is there for
     undo: tuple[tuple[str, ...], ...] = ()  # the argument lists that take it back
     undo_effect: str = ""  # how it is taken back, in words
+    env: tuple[tuple[str, str], ...] = ()  # added to the environment its commands run in
     touches: tuple[str, ...] = ()  # caches its commands rewrite (ld.so.cache, ldconfig's
     # aux-cache): kept before it runs, put back after its undo
     redist: Step | None = None  # a redist step: the manifest, archive pins and the prefix
@@ -251,7 +253,8 @@ def _undo(action: Action, step: Step, options: PlanOptions) -> Action:
     elif step.kind is StepKind.ACTIVATE:
         text = "set each object's DT_RPATH back to what it was before"
     elif step.kind is StepKind.SOURCE_BUILD:
-        text = "remove the build's checkout (the installed wheel is undone by its own step)"
+        text = ("remove the build's checkout, and put the torch it replaced back, byte for "
+                "byte (kept before it ran)")
     else:
         text = "remove every file it unpacked (recorded as it unpacks)"
     return dataclasses.replace(action, undo=undo, undo_effect=text)
@@ -285,29 +288,7 @@ def _step_do(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
                    needs_root=method.needs_root or _system_site(options)),
             merge_into=_merge_into(options))
     if step.kind is StepKind.APT:
-        setup: tuple[tuple[str, ...], ...] = ()
-        source = ""
-        if step.keyring_url:
-            # NVIDIA's CUDA repository: its keyring package adds the source list; the file is
-            # downloaded (https, checked) before dpkg installs it.
-            keyring = posixpath.basename(step.keyring_url)
-            setup = (("dpkg", "-i", keyring), ("apt-get", "update"))
-            source = (f" from {step.repository or 'NVIDIA'} (its keyring {step.keyring_url} "
-                      "downloaded and installed first)")
-        if options.root == "/":
-            return action((*setup, ("apt-get", "install", "-y", *step.packages)),
-                          f"install {', '.join(step.packages)}{source}")
-        # apt-get downloads the target's architecture (`pkg:arm64`); the packages are
-        # unpacked into the root by apply, file by file (`resolver.apply.debs`).
-        packages = tuple(p if ":" in p.split("=", 1)[0] or not options.deb_arch
-                         else f"{p.split('=', 1)[0]}:{options.deb_arch}"
-                         + (f"={p.split('=', 1)[1]}" if "=" in p else "")
-                         for p in step.packages)
-        return dataclasses.replace(
-            action((("apt-get", "download", *packages),),
-                   f"download {', '.join(packages)} and unpack them into {options.root}, "
-                   "recording every file (no maintainer scripts run)"),
-            unpack_into=options.root)
+        return _apt(action, step, options)
     if step.kind is StepKind.ACTIVATE:
         # `{prefix}` is where the method's redist step unpacks, its own tokens filled in.
         redist = next((s for s in method.steps if s.kind is StepKind.REDIST), None)
@@ -317,12 +298,69 @@ def _step_do(recipe: Recipe, method: Method, step: Step, options: PlanOptions,
         argv_lists, effect, writes, root = _activation(directory, recipe.id, options, requesters)
         return dataclasses.replace(action(argv_lists, effect, writes, needs_root=root),
                                    directory=directory, touches=LDCONFIG_CACHES if writes else ())
+    if step.kind is StepKind.SOURCE_BUILD:
+        return _source_build(action, recipe, step, options)
     if step.kind is StepKind.REDIST:
         prefix = _expand(step.prefix or "", options, None, step)
         return dataclasses.replace(action((), _effect(step, options)),
                                    redist=dataclasses.replace(step, prefix=prefix),
                                    creates=prefix)
     return action((), _effect(step, options))
+
+
+def _apt(action: Callable[..., Action], step: Step, options: PlanOptions) -> Action:
+    """An apt step: `apt-get install` on this machine, else download and unpack into the root."""
+    setup: tuple[tuple[str, ...], ...] = ()
+    source = ""
+    if step.keyring_url:
+        # NVIDIA's CUDA repository: its keyring package adds the source list; the file is
+        # downloaded (https, checked) before dpkg installs it.
+        keyring = posixpath.basename(step.keyring_url)
+        setup = (("dpkg", "-i", keyring), ("apt-get", "update"))
+        source = (f" from {step.repository or 'NVIDIA'} (its keyring {step.keyring_url} "
+                  "downloaded and installed first)")
+    if options.root == "/":
+        return action((*setup, ("apt-get", "install", "-y", *step.packages)),
+                      f"install {', '.join(step.packages)}{source}")
+    # apt-get downloads the target's architecture (`pkg:arm64`); the packages are
+    # unpacked into the root by apply, file by file (`resolver.apply.debs`).
+    packages = tuple(p if ":" in p.split("=", 1)[0] or not options.deb_arch
+                     else f"{p.split('=', 1)[0]}:{options.deb_arch}"
+                     + (f"={p.split('=', 1)[1]}" if "=" in p else "")
+                     for p in step.packages)
+    return dataclasses.replace(
+        action((("apt-get", "download", *packages),),
+               f"download {', '.join(packages)} and unpack them into {options.root}, "
+               "recording every file (no maintainer scripts run)"),
+        unpack_into=options.root)
+
+
+def _source_build(action: Callable[..., Action], recipe: Recipe, step: Step,
+                  options: PlanOptions) -> Action:
+    """A source build as its exact commands.
+
+    A checkout of the tag, the cherry-picks (git stops at the first that does not apply
+    cleanly, and so does the step), the submodules, a wheel built with the recipe's
+    environment, and that wheel installed.
+    """
+    checkout = posixpath.join(options.build_dir, recipe.id)
+    wheels = posixpath.join(checkout, "dist-jetson-resolve")
+    git = ("git", "-C", checkout)
+    argv: list[tuple[str, ...]] = [
+        ("git", "clone", "--branch", step.version or "", "--depth", "1",
+         step.repository or "", checkout)]
+    for commit in _cherry_picks(step):
+        argv += [(*git, "fetch", "--depth", "2", "origin", commit.sha),
+                 (*git, "-c", "user.name=jetson-resolve", "-c", "user.email=jetson-resolve@invalid",
+                  "cherry-pick", commit.sha)]
+    argv += [(*git, "submodule", "update", "--init", "--recursive", "--depth", "1"),
+             (options.python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps",
+              "--wheel-dir", wheels, checkout),
+             (options.python, "-m", "pip", "install", "--no-index", "--no-deps",
+              "--find-links", wheels, "--upgrade",
+              f"torch=={recipe.provides.version}" if recipe.provides.version else "torch")]
+    return dataclasses.replace(action(tuple(argv), _effect(step, options)), env=step.env,
+                               creates=checkout)
 
 
 def _effect(step: Step, options: PlanOptions) -> str:

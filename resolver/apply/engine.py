@@ -49,7 +49,7 @@ def step_data(action: Action) -> dict[str, object]:
             "text": f"{action.directory}\n" if action.directory else "",
             "undo": [list(a) for a in action.undo], "undo_effect": action.undo_effect,
             "creates": action.creates, "touches": list(action.touches),
-            "unpack_into": action.unpack_into}
+            "unpack_into": action.unpack_into, "env": [list(e) for e in action.env]}
 
 
 class StepHooks(Protocol):

@@ -2,10 +2,14 @@
 
 `SubprocessExecutor` writes the files an action names (an `ld.so.conf.d` entry: to a temporary
 file in the same folder, fsynced, renamed into place, never through an existing symlink) and
-runs its argument lists with no shell, each with a timeout, stopping at the first that fails.
-`DryRunExecutor` is its twin that changes nothing: it says what it would run. Actions whose
-work is not a command (redist downloads, source builds) are refused by both until their
-executors exist, so a plan never half-runs silently.
+runs its argument lists with no shell, each with a timeout, stopping at the first that fails
+(a cherry-pick that does not apply cleanly stops a source build there). Some actions do more
+than commands: a redist step downloads its pinned archive and unpacks it
+(`resolver.apply.unpack`), an apt step for another root places the downloaded packages' files
+(`resolver.apply.debs`), a pip step for another root merges pip's staging folder into the site
+(`resolver.apply.snapshot.merge_tree`). A step that needs root is refused, in one line, when
+this process is not root. `DryRunExecutor` is its twin that changes nothing: it says what it
+would do.
 """
 
 from __future__ import annotations
@@ -188,7 +192,8 @@ class SubprocessExecutor:
             self._write(path, f"{action.directory}\n")
         if action.merge_into is not None:  # a staging folder a crash left: start clean
             shutil.rmtree(Path(action.merge_into) / STAGING, ignore_errors=True)
-        failed = self._commands(action.argv, started, wrote=action.writes)
+        failed = self._commands(action.argv, started, wrote=action.writes,
+                                env=dict(action.env) if action.env else None)
         if failed is not None:
             return failed
         ran = action.argv
@@ -203,14 +208,20 @@ class SubprocessExecutor:
                            seconds=time.monotonic() - started)
 
     def _commands(self, argv_lists: Sequence[Sequence[str]], started: float, *,
-                  wrote: tuple[str, ...] = (), cwd: Path | None = None) -> StepOutcome | None:
-        """Run each argument list in turn (no shell); the outcome of the first that fails."""
+                  wrote: tuple[str, ...] = (), cwd: Path | None = None,
+                  env: Mapping[str, str] | None = None) -> StepOutcome | None:
+        """Run each argument list in turn (no shell); the outcome of the first that fails.
+
+        `env` is added to this executor's environment (a recipe's build settings).
+        """
+        environment = ({**(self.env or os.environ), **env} if env else
+                       dict(self.env) if self.env is not None else None)
         ran: list[tuple[str, ...]] = []
         for argv in argv_lists:
             ran.append(tuple(argv))
             try:
                 done = subprocess.run(list(argv), capture_output=True, text=True, check=False,
-                                      timeout=self.timeout, env=self.env, cwd=cwd)
+                                      timeout=self.timeout, env=environment, cwd=cwd)
             except (OSError, subprocess.TimeoutExpired) as err:
                 return StepOutcome(ok=False, ran=tuple(ran), wrote=wrote,
                                    output=str(err)[-_TAIL:], seconds=time.monotonic() - started)

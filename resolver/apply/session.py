@@ -212,9 +212,9 @@ class StepKeeper:
         site = self.request.site_host
         for path in (*action.writes, *action.touches):
             known.keep_file(Path(self.request.root) / path.lstrip("/"))
-        if action.kind in (StepKind.PIP, StepKind.TORCH_WHEEL):
+        if action.kind in (StepKind.PIP, StepKind.TORCH_WHEEL, StepKind.SOURCE_BUILD):
             # pip replaces what its own dry-run says it installs; a torch step, torch always.
-            names = {"torch"} if action.kind is StepKind.TORCH_WHEEL else set()
+            names = set() if action.kind is StepKind.PIP else {"torch"}
             for argv in action.argv:
                 names.update(pip_would_install(argv))
             for name in sorted(names):
