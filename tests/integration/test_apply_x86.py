@@ -147,3 +147,23 @@ def test_dry_run_says_what_it_would_run_and_changes_nothing(cpu_venv: Path,
     assert f"would run: {python} -m pip install --no-index --find-links" in done.stdout
     assert str(wheel) in done.stdout
     assert list_site(site).entries == entries and not (tmp_path / "state").exists()
+
+
+def test_a_broken_torch_needs_an_installable_known_good_build(cuda_venv_lacking: Path,
+                                                             x86_wheelhouse: Path,
+                                                             tmp_path: Path) -> None:
+    # torch 2.14.1 missing two CUDA wheels blocks import: with --rollback-on-fail the fallback
+    # is the target's known-good CPU recipe (torch 2.9.1+cpu), which no source here holds.
+    # Refused before anything changes.
+    venv = tmp_path / "venv"
+    subprocess.run(["cp", "-a", str(cuda_venv_lacking), str(venv)], check=True)
+    site = next((venv / "lib").glob("python3.*/site-packages"))
+    entries = list_site(site).entries
+    code, _, stderr = _cli("apply", "--python", str(venv / "bin" / "python"), "--offline",
+                           "--wheelhouse", str(x86_wheelhouse), "--rollback-on-fail",
+                           "--state-dir",
+                           str(tmp_path / "state"), cwd=tmp_path)
+    assert code == 2
+    assert "the installed torch is already broken, and the known-good build" in stderr
+    assert "cannot be installed from these sources" in stderr
+    assert list_site(site).entries == entries and not (tmp_path / "state").exists()

@@ -62,7 +62,7 @@ class ShownProgress:
         later = len(diagnosis.findings) - blocking
         what = f"{blocking} blocking import, {later} breaking a feature later"
         nxt = f"; next: {plan.actions[0].recipe}" if plan.actions else "; nothing left to run"
-        self._say(f"round {number}: {what}{nxt}")
+        self._say(f"round {number + 1}: {what}{nxt}")
 
     def step(self, number: int, action: Action) -> None:
         """A step starts."""
