@@ -68,3 +68,21 @@ def test_an_ended_run_has_a_status_and_cannot_be_resumed(tmp_path: Path) -> None
     resumed = run_cli("resume", "--state-dir", str(state))
     assert resumed.code == 2
     _one_line_error(resumed.stderr, "already ended (done): nothing to resume")
+
+
+def test_a_wheel_or_known_good_that_cannot_be_one_is_refused(tmp_path: Path) -> None:
+    text = tmp_path / "torch-2.14.1-cp311-cp311-manylinux_2_28_x86_64.whl"
+    text.write_text("not a zip")
+    other = tmp_path / "sympy-1.14.0-py3-none-any.whl"
+    other.write_bytes(b"")
+    cases = [
+        (("apply", "--wheel", str(text)), "not a zip archive"),
+        (("apply", "--wheel", str(other)), "a wheel of sympy, not of torch"),
+        (("apply", "--wheel", str(tmp_path)), "not a regular file"),
+        (("apply", "--known-good", "garbage!!"), "not a pip requirement"),
+        (("apply", "--known-good", "numpy==2.0"), "not a torch requirement"),
+    ]
+    for args, says in cases:
+        run = run_cli(*args)
+        assert run.code == 2, (args, run.stderr)
+        _one_line_error(run.stderr, says)

@@ -131,3 +131,37 @@ def test_one_apply_at_a_time_and_a_killed_holder_is_taken_over(tmp_path: Path) -
         holder = json.loads((folder / "apply.holder.json").read_text())
         assert holder["pid"] == os.getpid()
     assert not (folder / "apply.holder.json").exists()
+
+
+def test_a_torn_last_line_is_cut_before_the_next_record(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.append(Event.RUN_STARTED)
+    journal.append(Event.STEP_STARTED, step=1)
+    with path.open("ab") as handle:
+        handle.write(b'{"seq": 2, "event": "step-do')  # the crash cut this record short
+    Journal(path).append(Event.UNDO_STARTED, step=1)
+    records = read_journal(path)
+    assert [r.event for r in records] == [Event.RUN_STARTED, Event.STEP_STARTED,
+                                          Event.UNDO_STARTED]
+    assert records[-1].seq == 2
+
+
+def test_a_rollback_cut_short_leaves_the_run_unfinished(tmp_path: Path) -> None:
+    from resolver.apply.journal import rollback_unfinished  # noqa: PLC0415
+
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.append(Event.RUN_STARTED)
+    journal.append(Event.STEP_STARTED, step=1)
+    journal.append(Event.STEP_DONE, step=1)
+    journal.append(Event.RUN_FINISHED, data={"outcome": "done"})
+    assert state_of(read_journal(path)).outcome == "done"
+    journal.append(Event.UNDO_STARTED, step=1)  # `rollback`, then Ctrl-C
+    records = read_journal(path)
+    assert state_of(records).outcome is None and rollback_unfinished(records)
+    journal.append(Event.UNDO_DONE, step=1)
+    journal.append(Event.RESTORED)
+    journal.append(Event.RUN_FINISHED, data={"outcome": "rolled-back"})
+    records = read_journal(path)
+    assert state_of(records).outcome == "rolled-back" and not rollback_unfinished(records)

@@ -52,6 +52,7 @@ class Event(enum.Enum):
     ROUND = "round"  # a diagnosis between steps: data.blocking, data.findings, data.planned
     VERIFIED = "verified"  # the target interpreter's verdict: data.ok, data.report
     RESTORED = "restored"  # rollback put the known-good state back: data.restored, .problems
+    ERROR = "error"  # the run stopped on an error, not a failed step: data.message
     RUN_FINISHED = "run-finished"  # data.outcome: done, rolled-back, rollback-incomplete
 
 
@@ -73,6 +74,8 @@ class Journal:
         self.path = path
         existing = read_journal(path) if path.exists() else ()
         self._seq = existing[-1].seq + 1 if existing else 0
+        if path.exists():
+            _cut_torn_tail(path)
 
     def append(self, event: Event, *, step: int | None = None,
                data: Mapping[str, Any] | None = None) -> Record:
@@ -130,6 +133,29 @@ def _crash_hook(seq: int) -> None:
         threading.Timer(float(delay), kill).start()
     else:
         kill()
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Cut a last line a crash left unfinished (no newline).
+
+    The next record then starts on a line of its own; `read_journal` already counts the torn
+    line as never written.
+
+    Raises:
+        ApplyError: the journal cannot be cut.
+
+    """
+    try:
+        with path.open("rb+") as handle:
+            data = handle.read()
+            end = data.rfind(b"\n") + 1
+            if end != len(data):
+                handle.truncate(end)
+                handle.flush()
+                os.fsync(handle.fileno())
+    except OSError as err:
+        raise ApplyError(f"{path}: cannot cut the journal's torn last line: {err.strerror}"
+                         ) from err
 
 
 def _record(raw: object, where: str) -> Record:
@@ -206,6 +232,8 @@ def state_of(records: Sequence[Record]) -> RunState:
         elif record.event is Event.STEP_FAILED and record.step is not None:
             started.pop(record.step, None)
             failed.append(record.step)
+        elif record.event is Event.UNDO_STARTED:
+            outcome = None  # a rollback began: the run's end is the rollback's, when it comes
         elif record.event is Event.UNDO_DONE and record.step is not None:
             undone.append(record.step)
         elif record.event is Event.UNDO_FAILED and record.step is not None:

@@ -41,6 +41,22 @@ class StateLock:
         except (OSError, ValueError, KeyError, TypeError):
             return "a process that did not say who it is"
 
+    def holder_if_held(self) -> str | None:
+        """Who holds the lock now (pid, host, since), or None when nobody does."""
+        import filelock  # noqa: PLC0415
+
+        if not (self.folder / "apply.lock").exists():
+            return None
+        try:
+            probe = filelock.FileLock(self.folder / "apply.lock", timeout=0)
+            probe.acquire()
+        except filelock.Timeout:
+            return self._holder()
+        except OSError:
+            return None
+        probe.release()
+        return None
+
     def __enter__(self) -> Self:
         import filelock  # noqa: PLC0415 - only apply takes the lock
 

@@ -171,6 +171,10 @@ def roll_back(run: Run, executor: Executor, *, outcome: str | None = "rolled-bac
         "restored": report.restored, "removed": report.removed, "pruned": report.pruned,
         "left": report.left, "problems": report.problems})
     complete = not not_undone and report.complete
+    if complete and outcome is not None:
+        # The run ends with everything kept back in place: the copies (hundreds of MB for
+        # torch) go. (`resume` keeps them: the run goes on from the known-good state.)
+        shutil.rmtree(run.known_good.folder / "dists", ignore_errors=True)
     if outcome is not None or not complete:
         journal.append(Event.RUN_FINISHED,
                        data={"outcome": outcome if complete else "rollback-incomplete"})

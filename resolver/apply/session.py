@@ -386,6 +386,7 @@ def _finish(journal: Journal, report: ApplyReport) -> ApplyReport:
     A failed run is ended by the caller: kept as it is, or rolled back.
     """
     if not report.failed:
-        journal.append(Event.RUN_FINISHED, data={"outcome": "done",
-                                                 "ending": report.ending.value})
+        journal.append(Event.RUN_FINISHED, data={
+            "outcome": "done", "ending": report.ending.value,
+            "remaining": [list(u) for u in report.remaining]})
     return report

@@ -245,8 +245,10 @@ def run_json(run: Run, command: str, exit_code: int) -> dict[str, Any]:
                    "wheel": request.get("wheel")},
         "outcome": state.outcome, "in_doubt": state.in_doubt,
         "ending": last.get(Event.RUN_FINISHED, {}).get("ending"),
-        "remaining": [{"wanted": str(u[0]), "why": str(u[1])}
-                      for u in last.get(Event.ROUND, {}).get("unfixable", [])],
+        "remaining": [{"wanted": str(u[0]), "why": str(u[1])} for u in last.get(
+            Event.RUN_FINISHED, {}).get("remaining", last.get(Event.ROUND, {}).get(
+                "unfixable", []))],
+        "error": last.get(Event.ERROR, {}).get("message"),
         "steps": [{"number": s.number, "recipe": s.recipe, "kind": s.kind, "effect": s.effect,
                    "state": s.state, "seconds": s.seconds, "output": s.output}
                   for s in steps_of(records)],

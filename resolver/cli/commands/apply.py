@@ -9,6 +9,7 @@ as it is; 2 bad usage or input; 3 failed and rolled back; 4 failed and rollback 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from packaging.utils import canonicalize_name
 
 from resolver.cli import options as opt  # noqa: TC001 - typer reads the annotations at run time
 from resolver.cli.commands.plan import pip_platform_options
@@ -29,7 +31,12 @@ from resolver.cli.errors import ExitCode, fail, guarded
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from resolver.apply.executor import Executor, StepOutcome, SubprocessExecutor
+    from resolver.apply.executor import (
+        DryRunExecutor,
+        Executor,
+        StepOutcome,
+        SubprocessExecutor,
+    )
     from resolver.apply.rollback import RollbackResult
     from resolver.apply.runs import Run
     from resolver.apply.session import ApplyReport, ApplyRequest, Stages
@@ -220,9 +227,10 @@ def summary_lines(run: Run, report: ApplyReport | None, rolled: RollbackResult |
             lines.append(f"  {'✓' if ok else '✗'} step {number}: {effect}")
         if report.verdict is not None:
             got = report.verdict.report
-            lines.append(f"  verified: torch {got.get('version')}, CUDA {got.get('cuda')}, "
-                         f"cuDNN {got.get('cudnn')}, CUDA available: "
-                         f"{got.get('cuda_available')}")
+            lines.append(f"  verified: torch {got.get('version')}, CUDA "
+                         f"{got.get('cuda') or 'none (a CPU build)'}, cuDNN "
+                         f"{got.get('cudnn') or 'none'}, CUDA available: "
+                         f"{'yes' if got.get('cuda_available') else 'no'}")
             lines += [f"  ✗ {problem}" for problem in report.verdict.problems]
         if report.no_driver:
             lines.append("  · no NVIDIA driver or GPU on this target: CUDA itself is not "
@@ -235,10 +243,11 @@ def summary_lines(run: Run, report: ApplyReport | None, rolled: RollbackResult |
                   "says torch does not work"}[report.ending]
         lines.append(ending)
     if rolled is not None:
-        lines.append(f"rolled back {len(rolled.undone)} step(s); restored "
-                     f"{', '.join(rolled.report.restored) or 'nothing to restore'}"
-                     + (f"; removed {len(rolled.report.removed)}" if rolled.report.removed
-                        else ""))
+        restored = ", ".join(rolled.report.restored)
+        lines.append(f"rolled back {len(rolled.undone)} step(s)"
+                     + (f"; put back {restored}" if restored else "")
+                     + (f"; removed {len(rolled.report.removed)} file(s) and folder(s) it had "
+                        "added" if rolled.report.removed else ""))
         lines += [f"  left: {text}" for text in rolled.report.left]
         lines += [f"  ✗ {text}" for text in rolled.report.problems]
     elif report is not None and report.failed:
@@ -299,8 +308,18 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
         from resolver.plan import STAGING  # noqa: PLC0415
 
         check_plan_flags(prefer=prefer, offline=offline, wheelhouse=wheelhouse)
-        if wheel is not None and not wheel.is_file():
-            raise fail(f"--wheel {wheel}: no such file")
+        if wheel is not None:
+            _check_wheel(wheel)
+        if known_good is not None:
+            from packaging.requirements import InvalidRequirement, Requirement  # noqa: PLC0415
+
+            try:
+                if canonicalize_name(Requirement(known_good).name) != "torch":
+                    raise fail(f"--known-good {known_good}: not a torch requirement")
+            except InvalidRequirement as err:
+                said = str(err).splitlines()[0]  # packaging adds the text and a caret below
+                raise fail(f"--known-good {known_good!r}: not a pip requirement ({said})"
+                           ) from None
         if python is not None and (site_packages is not None or root is not None):
             raise fail("give --python for this machine, or --root with --site-packages")
         target_root = Path(os.path.abspath(root or "/"))
@@ -384,7 +403,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
             gpu_arch=first.platform.gpu_arch if first else None, options=options)
         stages = stages_for(request, debug=debug)
         if dry_run:
-            _dry_run(request, stages, DryRunExecutor(), first)
+            _dry_run(request, stages, DryRunExecutor(), first, as_json=as_json)
             raise typer.Exit(int(ExitCode.OK))
         if why_no_verify:
             sys.stderr.write(f"jetson-resolve: note: {why_no_verify}; the run is judged by "
@@ -423,6 +442,7 @@ def run_and_end(run: Run, request: ApplyRequest, stages: Stages, executor: Execu
 
     Ctrl-C always rolls back; an error that stops the run rolls back when `rollback` is set.
     """
+    from resolver.apply.journal import Event  # noqa: PLC0415
     from resolver.apply.rollback import roll_back  # noqa: PLC0415
     from resolver.apply.session import run_apply  # noqa: PLC0415
     from resolver.errors import ResolveError  # noqa: PLC0415
@@ -442,6 +462,8 @@ def run_and_end(run: Run, request: ApplyRequest, stages: Stages, executor: Execu
             raise
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         sys.stderr.write(f"jetson-resolve: error: {text}\n")
+        with contextlib.suppress(ResolveError, OSError):  # said on stderr already
+            run.journal().append(Event.ERROR, data={"message": text})
         if not rollback:
             return ExitCode.BAD_INPUT
         rolled = guarded(debug, lambda: roll_back(run, executor))
@@ -455,6 +477,25 @@ def run_and_end(run: Run, request: ApplyRequest, stages: Stages, executor: Execu
         code = ExitCode.FINDINGS if report.remaining else ExitCode.OK
     _emit(run, report, rolled, code, as_json=as_json)
     return code
+
+
+def _check_wheel(wheel: Path) -> None:
+    """Refuse (exit 2) a --wheel that is not a readable torch wheel (PEP 427 name, a zip)."""
+    import zipfile  # noqa: PLC0415
+
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename  # noqa: PLC0415
+
+    if not wheel.is_file():
+        raise fail(f"--wheel {wheel}: no such file" if not wheel.exists()
+                   else f"--wheel {wheel}: not a regular file")
+    try:
+        name = parse_wheel_filename(wheel.name)[0]
+    except InvalidWheelFilename as err:
+        raise fail(f"--wheel {wheel}: not a wheel's file name ({err})") from None
+    if name != "torch":
+        raise fail(f"--wheel {wheel}: a wheel of {name}, not of torch")
+    if not zipfile.is_zipfile(wheel):
+        raise fail(f"--wheel {wheel}: not a zip archive, so not a wheel")
 
 
 def _cpu_recipe(first: Diagnosis, recipes: Path | None, debug: bool) -> str | None:
@@ -475,23 +516,28 @@ def _cpu_recipe(first: Diagnosis, recipes: Path | None, debug: bool) -> str | No
     return None
 
 
-def _dry_run(request: ApplyRequest, stages: Stages, executor: Executor,
-             first: Diagnosis | None) -> None:
-    """Print what the first round would run."""
+def _dry_run(request: ApplyRequest, stages: Stages, executor: DryRunExecutor,
+             first: Diagnosis | None, *, as_json: bool) -> None:
+    """Print what the first round would run.
+
+    With --wheel that is installing it; the rounds after depend on what the re-diagnosis finds.
+    """
     from resolver.apply.session import wheel_action  # noqa: PLC0415
 
-    actions = []
-    if request.wheel:
-        actions.append(wheel_action(request))
-        sys.stdout.write("then each round re-diagnoses the installed wheel and plans again\n")
-    elif first is not None:
-        actions += list(stages.plan(first).actions)
+    actions = [wheel_action(request)] if request.wheel else (
+        list(stages.plan(first).actions) if first is not None else [])
     for action in actions:
         executor.run(action)
-    for line in getattr(executor, "log", []):
-        sys.stdout.write(line + "\n")
-    if not actions:
-        sys.stdout.write("nothing to do\n")
+    later = ["then each round diagnoses the installed wheel again and plans from that"
+             ] if request.wheel else []
+    if as_json:
+        from resolver.cli.render_json import dump  # noqa: PLC0415
+
+        sys.stdout.write(dump({"schema": 2, "command": "apply", "dry_run": True,
+                               "would": executor.log, "then": later}))
+        return
+    sys.stdout.write("".join(f"{line}\n" for line in executor.log + later)
+                     or "nothing to do\n")
 
 
 def _emit(run: Run, report: ApplyReport | None, rolled: RollbackResult | None,

@@ -1,7 +1,7 @@
 """`jetson-resolve rollback`: take an apply run back, from its journal and known-good state.
 
 Works on a finished run, a failed one kept as it was, and one a crash or power loss cut short
-(the step in doubt is taken back too). Exit 3 when the known-good state is back, 4 when
+(the step in doubt is taken back too). Exit 0 when the known-good state is back, 4 when
 something could not be put back (named), 2 when there is nothing to roll back.
 """
 
@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
             if state.outcome in ("rolled-back", "interrupted"):
                 raise fail(f"run {run.id} is already rolled back")
             rolled = guarded(debug, lambda: roll_back(run, executor))
-        code = ExitCode.ROLLED_BACK if rolled.complete else ExitCode.ROLLBACK_INCOMPLETE
+        # The rollback asked for is done: 0; 4 when something could not be put back.
+        code = ExitCode.OK if rolled.complete else ExitCode.ROLLBACK_INCOMPLETE
         if as_json:
             sys.stdout.write(dump(run_json(run, "rollback", int(code))))
         else:

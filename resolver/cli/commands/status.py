@@ -67,14 +67,24 @@ def register(app: typer.Typer) -> None:
     def status_command(state_dir: StateDir = None, run_id: RunId = None,
                        as_json: opt.Json = False, debug: opt.Debug = False) -> None:
         """Where the latest apply run stands, and what each step did."""
+        from resolver.apply.journal import rollback_unfinished  # noqa: PLC0415
+        from resolver.apply.lock import StateLock  # noqa: PLC0415
         from resolver.cli.render_json import dump, run_json  # noqa: PLC0415
 
         run = find_run(state_dir, run_id, debug=debug)
         state = guarded(debug, run.state)
+        holder = StateLock(run.folder.parent.parent).holder_if_held()
+        unfinished = rollback_unfinished(guarded(debug, run.records))
         code = code_of_outcome(state.outcome)
         document = guarded(debug, lambda: run_json(run, "status", int(code)))
         if as_json:
             sys.stdout.write(dump(document))
         else:
-            sys.stdout.write("\n".join(status_lines(document)) + "\n")
+            lines = status_lines(document)
+            if state.outcome is None and holder is not None:
+                lines[0] = f"run {run.id}: running now ({holder})"
+            elif state.outcome is None and unfinished:
+                lines[0] = (f"run {run.id}: its rollback was cut short: run `jetson-resolve "
+                            "rollback` again to finish it")
+            sys.stdout.write("\n".join(lines) + "\n")
         raise typer.Exit(int(code))
