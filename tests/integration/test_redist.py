@@ -13,6 +13,7 @@ import tarfile
 import threading
 import time
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -24,7 +25,6 @@ from resolver.recipes.schema import Step, StepKind
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -157,3 +157,54 @@ def test_bad_downloads_fail_in_one_line_and_leave_nothing(server: tuple[str, Pat
         Fetcher().fetch_bytes("http://example.org/redistrib.json", 100)
     with pytest.raises(RecipeError, match="not JSON"):
         parse_manifest(b"{", url=url)
+
+
+class _RangeHandler(_Handler):
+    """Serves `Range: bytes=N-` (RFC 9110 §14.2) with 206, as NVIDIA's CDN does."""
+
+    def do_GET(self) -> None:
+        asked = self.headers.get("Range", "")
+        if not asked.startswith("bytes=") or self.path.startswith(("/error", "/stall")):
+            super().do_GET()
+            return
+        data = Path(self.translate_path(self.path)).read_bytes()
+        start = int(asked.removeprefix("bytes=").split("-", 1)[0])
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+        type(self).ranges.append(start)
+
+    ranges: list[int] = []  # noqa: RUF012 - what the test asks the server
+
+
+def test_a_partial_download_is_resumed_and_still_checked(tmp_path: Path) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                            partial(_RangeHandler, directory=str(served)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        relative = "libcudss/linux-sbsa/c.tar.xz"
+        sha256, size = _archive(served / "redist", relative)
+        url = f"{base}/{_manifest(served, relative, sha256, size, nested=True)}"
+        manifest = parse_manifest(Fetcher().fetch_bytes(url, MAX_MANIFEST_BYTES), url=url)
+        archive = find_archive(manifest, _step(url, sha256, size), url=url)
+        out = tmp_path / "out"
+        out.mkdir()
+        blob = (served / "redist" / relative).read_bytes()
+        (out / "c.tar.xz.part").write_bytes(blob[: size // 2])  # a download cut short
+        saved = Fetcher(retries=0).download(archive, out)
+        assert _RangeHandler.ranges == [size // 2]  # only the rest was asked for
+        assert saved.read_bytes() == blob and not (out / "c.tar.xz.part").exists()
+        # A kept part whose bytes are wrong is not trusted: the whole is checked at the end.
+        (out / "c.tar.xz").unlink()
+        (out / "c.tar.xz.part").write_bytes(b"\0" * (size // 2))
+        with pytest.raises(ApplyError, match="expected"):
+            Fetcher(retries=0).download(archive, out)
+        assert list(out.iterdir()) == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
