@@ -2,11 +2,12 @@
 
 `run_apply` is the loop the `apply` and `resume` commands share. Before anything changes it
 records the site and the `ld.so.conf.d` entries (`KnownGood.begin`); before each step it keeps
-what that step may change: the files it writes, and the distributions pip will replace (pip's
-own `--dry-run --report` says which; torch is always kept). With `--wheel`, installing the
-wheel is the first round. Each round diagnoses, plans, and runs the first recipe's steps of the
-plan (a recipe's steps belong together: a download and its activation), so the next round
-plans from what is there now. The loop ends when nothing is left to do, when a round makes no
+what that step may change: the files it writes, the caches its commands rewrite, and the
+distributions pip will replace (pip's own `--dry-run --report` says which; torch always, for a
+step that installs torch). With `--wheel`, installing the wheel is the first round. Each round
+diagnoses, plans (torch's own missing requirements first, `resolver.plan`), and runs the first
+recipe's steps of the plan (a recipe's steps belong together: a download and its activation),
+so the next round plans from what is there now. The loop ends when nothing is left to do, when a round makes no
 progress (the same findings as before it), or after `max_rounds`. Then the target's own
 interpreter verifies (`resolver.apply.verify`).
 
