@@ -7,9 +7,9 @@ distributions pip will replace (pip's own `--dry-run --report` says which; torch
 step that installs torch). With `--wheel`, installing the wheel is the first round. Each round
 diagnoses, plans (torch's own missing requirements first, `resolver.plan`), and runs the first
 recipe's steps of the plan (a recipe's steps belong together: a download and its activation),
-so the next round plans from what is there now. The loop ends when nothing is left to do, when a round makes no
-progress (the same findings as before it), or after `max_rounds`. Then the target's own
-interpreter verifies (`resolver.apply.verify`).
+so the next round plans from what is there now. The loop ends when nothing is left to do, when
+a round makes no progress (the same findings as before it), or after `max_rounds`. Then the
+target's own interpreter verifies (`resolver.apply.verify`).
 
 Diagnosing and planning are passed in (`Stages`), so this module depends on no command line;
 what the user sees is told through `Progress`.
