@@ -397,7 +397,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
                                                          site)
         request = ApplyRequest(
             root=str(target_root), site=site, python=plan_python, verify_argv=verify_argv,
-            wheel=str(wheel.resolve()) if wheel else None, pip_sources=tuple(pip_sources),
+            wheel=str(wheel.absolute()) if wheel else None, pip_sources=tuple(pip_sources),
             pip_platform=pip_platform,
             known_good_argv=known_good_argv, max_rounds=max_rounds,
             gpu_arch=first.platform.gpu_arch if first else None, options=options)
