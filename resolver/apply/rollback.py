@@ -159,14 +159,16 @@ def roll_back(run: Run, executor: Executor, *, outcome: str | None = "rolled-bac
     report.left += report_site.left
     report.problems += report_site.problems
     known_good = _strings(request.get("known_good_argv"))
-    if known_good and not report.problems:
+    # A run that ends falls back to the known-good build it named; one `resume` takes back
+    # goes on from the state it began in.
+    if known_good and not report.problems and outcome is not None:
         installed = executor.run(Action(
             recipe="known-good", method="pip", kind=StepKind.PIP, argv=(tuple(known_good),),
             effect="install the known-good torch",
             merge_into=str(site) if str(root) != "/" else None))
         if not installed.ok:
-            report.problems.append(f"the known-good torch did not install: "
-                                   f"{installed.output.strip().splitlines()[-1:]}")
+            said = (installed.output.strip().splitlines() or ["no output"])[-1]
+            report.problems.append(f"the known-good torch did not install: {said}")
     journal.append(Event.RESTORED, data={
         "restored": report.restored, "removed": report.removed, "pruned": report.pruned,
         "left": report.left, "problems": report.problems})

@@ -167,3 +167,27 @@ def test_a_broken_torch_needs_an_installable_known_good_build(cuda_venv_lacking:
     assert "the installed torch is already broken, and the known-good build" in stderr
     assert "cannot be installed from these sources" in stderr
     assert list_site(site).entries == entries and not (tmp_path / "state").exists()
+
+
+def test_a_broken_torch_falls_back_to_the_known_good_build_it_names(
+        cuda_venv_lacking: Path, x86_wheelhouse: Path, tmp_path: Path) -> None:
+    # torch 2.14.1 lacking two CUDA wheels, and a wheelhouse lacking one of them: the run
+    # cannot finish, so --rollback-on-fail puts the site back and installs the named CPU build.
+    venv = tmp_path / "venv"
+    subprocess.run(["cp", "-a", str(cuda_venv_lacking), str(venv)], check=True)
+    python = venv / "bin" / "python"
+    partial = tmp_path / "wheelhouse"
+    partial.mkdir()
+    for wheel in x86_wheelhouse.glob("*.whl"):
+        if not wheel.name.startswith("nvidia_cufile"):
+            (partial / wheel.name).symlink_to(wheel)
+    code, document, stderr = _cli(
+        "apply", "--python", str(python), "--offline", "--wheelhouse", str(partial),
+        "--rollback-on-fail", "--known-good", "torch==2.13.0+cpu", "--state-dir",
+        str(tmp_path / "state"), "--json", cwd=tmp_path)
+    assert code == 3, stderr
+    assert document is not None
+    validate("run", document)
+    assert document["outcome"] == "rolled-back" and document["restored"]["problems"] == []
+    # The +cpu build comes from pip's configured sources, as the CPU venv's did.
+    assert _python_says(python, "import torch; print(torch.__version__)") == "2.13.0+cpu"
