@@ -1199,3 +1199,16 @@ def tree_hash(root: Path) -> str:
                 with open(path, "rb") as handle:
                     digest.update(hashlib.sha256(handle.read()).digest())
     return digest.hexdigest()
+
+
+def link_copy(source: Path, dest: Path) -> Path:
+    """A copy of the tree `source` whose files are hard links (`cp -al`), a full copy (`cp -a`)
+    on another filesystem. For trees the code under test changes only by replacing files
+    (pip, apply and ldconfig write a new file and rename it), so the source stays as it was;
+    it saves gigabytes per test."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["cp", "-al", str(source), str(dest)], check=False,
+                      capture_output=True).returncode != 0:
+        shutil.rmtree(dest, ignore_errors=True)
+        subprocess.run(["cp", "-a", str(source), str(dest)], check=True)
+    return dest

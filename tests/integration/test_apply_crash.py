@@ -43,13 +43,8 @@ def _site(venv: Path) -> Path:
 
 
 def _link_copy(venv: Path, dest: Path) -> Path:
-    """A copy of the template venv whose files are hard links (pip and apply replace files,
-    never write into them; `template` checks that at the end)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if subprocess.run(["cp", "-al", str(venv), str(dest)], check=False).returncode != 0:
-        subprocess.run(["rm", "-rf", str(dest)], check=True)
-        subprocess.run(["cp", "-a", str(venv), str(dest)], check=True)  # another filesystem
-    return dest
+    """A link copy of the template venv (`template` checks at the end that it is unchanged)."""
+    return _data.link_copy(venv, dest)
 
 
 def _fingerprint(site: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:

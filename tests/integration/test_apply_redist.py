@@ -76,8 +76,7 @@ def root(arm_wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def _copy(root: Path, dest: Path) -> Path:
-    subprocess.run(["cp", "-a", str(root), str(dest)], check=True)
-    return dest
+    return _data.link_copy(root, dest)
 
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:

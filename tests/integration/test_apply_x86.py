@@ -9,11 +9,11 @@ own state folder."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
+import _data
 from cli_helpers import validate
 
 from resolver.apply.known_good import list_site
@@ -35,8 +35,7 @@ def _cli(*args: str, cwd: Path) -> tuple[int, dict[str, Any] | None, str]:
 
 def _copy(venv: Path, tmp_path: Path) -> tuple[Path, Path]:
     """A private copy of the CPU venv: its python and its site-packages."""
-    target = tmp_path / "venv"
-    shutil.copytree(venv, target, symlinks=True)
+    target = _data.link_copy(venv, tmp_path / "venv")
     site = next((target / "lib").glob("python3.*/site-packages"))
     return target / "bin" / "python", site
 
@@ -155,8 +154,7 @@ def test_a_broken_torch_needs_an_installable_known_good_build(cuda_venv_lacking:
     # torch 2.14.1 missing two CUDA wheels blocks import: with --rollback-on-fail the fallback
     # is the target's known-good CPU recipe (torch 2.9.1+cpu), which no source here holds.
     # Refused before anything changes.
-    venv = tmp_path / "venv"
-    subprocess.run(["cp", "-a", str(cuda_venv_lacking), str(venv)], check=True)
+    venv = _data.link_copy(cuda_venv_lacking, tmp_path / "venv")
     site = next((venv / "lib").glob("python3.*/site-packages"))
     entries = list_site(site).entries
     code, _, stderr = _cli("apply", "--python", str(venv / "bin" / "python"), "--offline",
@@ -173,8 +171,7 @@ def test_a_broken_torch_falls_back_to_the_known_good_build_it_names(
         cuda_venv_lacking: Path, x86_wheelhouse: Path, tmp_path: Path) -> None:
     # torch 2.14.1 lacking two CUDA wheels, and a wheelhouse lacking one of them: the run
     # cannot finish, so --rollback-on-fail puts the site back and installs the named CPU build.
-    venv = tmp_path / "venv"
-    subprocess.run(["cp", "-a", str(cuda_venv_lacking), str(venv)], check=True)
+    venv = _data.link_copy(cuda_venv_lacking, tmp_path / "venv")
     python = venv / "bin" / "python"
     partial = tmp_path / "wheelhouse"
     partial.mkdir()
