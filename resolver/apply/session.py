@@ -83,7 +83,6 @@ class ApplyRequest:
     known_good_argv: tuple[str, ...] = ()  # installs the known-good torch, when the current
     # one is broken before the run (rollback installs it)
     max_rounds: int = 8
-    gpu_arch: int | None = None
     options: Mapping[str, object] = field(default_factory=dict)  # the command line's choices
     # that diagnose and plan take (as JSON values), so `resume` plans as the run did
 
@@ -99,7 +98,7 @@ class ApplyRequest:
                 "wheel": self.wheel, "pip_sources": list(self.pip_sources),
                 "pip_platform": list(self.pip_platform),
                 "known_good_argv": list(self.known_good_argv), "max_rounds": self.max_rounds,
-                "gpu_arch": self.gpu_arch, "options": dict(self.options)}
+                "options": dict(self.options)}
 
     @classmethod
     def from_data(cls, data: Mapping[str, object]) -> ApplyRequest:
@@ -112,7 +111,6 @@ class ApplyRequest:
         try:
             verify = data["verify_argv"]
             options = data.get("options") or {}
-            gpu = data.get("gpu_arch")
             return cls(
                 root=str(data["root"]), site=str(data["site"]), python=str(data["python"]),
                 verify_argv=tuple(str(a) for a in verify) or None,  # type: ignore[attr-defined]
@@ -121,7 +119,6 @@ class ApplyRequest:
                 pip_platform=tuple(str(a) for a in data.get("pip_platform") or ()),  # type: ignore[attr-defined]
                 known_good_argv=tuple(str(a) for a in data["known_good_argv"]),  # type: ignore[attr-defined]
                 max_rounds=int(data["max_rounds"]),  # type: ignore[call-overload]
-                gpu_arch=int(gpu) if isinstance(gpu, int) else None,
                 options=dict(options) if isinstance(options, dict) else {})
         except (KeyError, TypeError, ValueError) as err:
             raise ApplyError(f"the run's first record is not an apply request ({err})") from None

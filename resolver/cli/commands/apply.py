@@ -400,7 +400,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
             wheel=str(wheel.absolute()) if wheel else None, pip_sources=tuple(pip_sources),
             pip_platform=pip_platform,
             known_good_argv=known_good_argv, max_rounds=max_rounds,
-            gpu_arch=first.platform.gpu_arch if first else None, options=options)
+            options=options)
         stages = stages_for(request, debug=debug)
         if dry_run:
             _dry_run(request, stages, DryRunExecutor(), first, as_json=as_json)
