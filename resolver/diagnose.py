@@ -30,7 +30,12 @@ from resolver.findings.model import (
     Severity,
 )
 from resolver.findings.wheel_tags import parse_wheel_metadata_tags, wheel_tag_findings
-from resolver.loader.torch_import import emulate_torch, find_torch_install
+from resolver.loader.torch_import import (
+    attempt_preloaded,
+    emulate_torch,
+    find_torch_install,
+    start_interpreter,
+)
 from resolver.loader.walk import LoadedObject, Namespace, Request
 from resolver.target.ldcache import find_in_cache, parse_ld_so_cache
 from resolver.target.ldconf import iter_conf_dirs
@@ -83,6 +88,9 @@ class Diagnosis:
     requests: tuple[Request, ...]
     attempts: tuple[Attempt, ...]
     findings: tuple[Finding, ...]  # root causes first (`CAUSE_ORDER`), then by severity
+    interpreter: str | None = None  # the main program modelled (root namespace), if any
+    sys_path: tuple[str, ...] = ()  # where torch's preload looked
+    symbols_unjudged: tuple[tuple[str, str], ...] = ()  # (phase, why) symbols were not bound
 
     @property
     def blocks_import(self) -> bool:
@@ -219,8 +227,14 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
     sys_path: tuple[str, ...] = (),
     wheel_tags: tuple[str, ...] | None = None,
     wheel_name: str | None = None,
+    interpreter: str | None = None,
+    ld_preload: tuple[str, ...] = (),
+    preloaded: tuple[str, ...] = (),
 ) -> Diagnosis:
     """Diagnose the torch in `site` (a directory of the root's namespace) on `rootfs`.
+
+    `interpreter` (a path in the root) is started first as the main program, with
+    `ld_preload` as LD_PRELOAD; `preloaded` are libraries the process opened before torch.
 
     Raises:
         RootFsError: there is no torch in `site`.
@@ -232,11 +246,17 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
     loader, lookup = read_loader_config(rootfs, platform)
     ns = Namespace(rootfs, platform, cache, ld_library_path=ld_library_path,
                    find_in_cache=lookup)
-    attempts = emulate_torch(ns, torch)
+    started: list[Attempt] = []
+    if interpreter is not None:
+        started.append(start_interpreter(ns, interpreter, ld_preload))
+    loaded_real = {o.real for o in ns.objects}
+    started += [attempt_preloaded(ns, name) for name in preloaded
+                if ns.find_loaded(name) is None and rootfs.resolve(name).real not in loaded_real]
+    attempts = (*started, *emulate_torch(ns, torch))
     objects = ns.all_objects
     elsewhere = _Elsewhere(rootfs, torch.sys_path)
     findings = list(load_findings(attempts, ns.requests, objects, ns.version_problems,
-                                  locate_elsewhere=elsewhere))
+                                  locate_elsewhere=elsewhere, symbols=ns.symbol_problems))
     live = ns.objects  # after torch's own loading, including what a failed import._C found
     # torch's own GPU code decides whether torch runs on the target GPU; NVIDIA's libraries of
     # a CUDA release cover that release's GPUs and may carry code kinds (LTO-IR) we do not read.
@@ -262,7 +282,9 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
     findings.sort(key=_sort_key)
     return Diagnosis(platform=platform, torch=torch, loader=loader, objects=objects,
                      unloaded=frozenset(o.index for o in objects) - {o.index for o in live},
-                     requests=ns.requests, attempts=attempts, findings=tuple(findings))
+                     requests=ns.requests, attempts=attempts, findings=tuple(findings),
+                     interpreter=interpreter, sys_path=torch.sys_path,
+                     symbols_unjudged=ns.unjudged)
 
 
 def diagnose_source(opened: Opened) -> Diagnosis:
@@ -272,6 +294,24 @@ def diagnose_source(opened: Opened) -> Diagnosis:
         RootFsError: there is no torch in the source's site.
 
     """
-    return diagnose(opened.rootfs, opened.platform, opened.site, opened.cache,
-                    ld_library_path=opened.source.ld_library_path, sys_path=opened.sys_path,
-                    wheel_tags=opened.wheel_tags, wheel_name=opened.wheel_name)
+    from resolver.target.python_env import (  # noqa: PLC0415
+        default_interpreter,
+        find_interpreter,
+        site_sys_path,
+    )
+
+    rootfs, site = opened.rootfs, opened.site
+    interpreter = opened.interpreter
+    if interpreter is None and opened.wheel_name is None:
+        interpreter = find_interpreter(rootfs, site)
+    elif interpreter is None:
+        interpreter = default_interpreter(rootfs)  # a wheel: the root's python3 would import it
+    sys_path = opened.sys_path
+    if not sys_path and opened.wheel_name is None:
+        python = opened.platform.python
+        sys_path = site_sys_path(rootfs, site, str(python) if python else None)
+    return diagnose(rootfs, opened.platform, site, opened.cache,
+                    ld_library_path=opened.source.ld_library_path, sys_path=sys_path,
+                    wheel_tags=opened.wheel_tags, wheel_name=opened.wheel_name,
+                    interpreter=interpreter, ld_preload=opened.source.ld_preload,
+                    preloaded=opened.source.preloaded)

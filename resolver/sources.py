@@ -49,6 +49,9 @@ class Source:
     wheel: str | None = None  # host path of a wheel
     torch_fixture: str | None = None  # a site-packages fixture (bundled name or directory)
     sys_path: tuple[str, ...] = ()  # host paths: the target interpreter's sys.path
+    interpreter: str | None = None  # host path of the target's interpreter, when known
+    ld_preload: tuple[str, ...] = ()  # LD_PRELOAD entries as the target's loader reads them
+    preloaded: tuple[str, ...] = ()  # libraries the process opened before torch (root paths)
     ld_library_path: str = ""
     gpu_arch: int | None = None
     python: Version | None = None  # the target interpreter's version, when asked
@@ -69,6 +72,7 @@ class Opened:
     platform: Platform
     site: str  # the torch's site-packages in the root's namespace
     sys_path: tuple[str, ...]  # in the root's namespace
+    interpreter: str | None  # in the root's namespace
     cache: FactsCache
     wheel_tags: tuple[str, ...] | None  # a wheel's file-name tags; None: read the dist-info
     wheel_name: str | None
@@ -118,6 +122,13 @@ def _place(root: str, host_path: str, witness: Witness | None = None
     if inside is not None:
         return inside, {}
     return host_path, {host_path: DirMount(host_path, witness=witness)}
+
+
+def _interpreter_in_root(root: str, host_path: str | None) -> str | None:
+    """The interpreter's path in the root's namespace; None when it lies outside the root."""
+    from resolver.target.rootfs import path_in_root  # noqa: PLC0415
+
+    return None if host_path is None else path_in_root(root, host_path)
 
 
 def _torch_mounts(source: Source, root: str, witness: Witness | None
@@ -182,6 +193,7 @@ def open_source(source: Source, *, witness: Witness | None = None) -> Iterator[O
         yield Opened(
             source=source, rootfs=rootfs, platform=platform, site=site,
             sys_path=tuple(_place(root, p)[0] for p in source.sys_path), cache=cache,
+            interpreter=_interpreter_in_root(root, source.interpreter),
             wheel_tags=wheel_tags,
             wheel_name=os.path.basename(source.wheel) if source.wheel else None)
     finally:

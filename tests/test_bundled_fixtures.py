@@ -133,7 +133,7 @@ def test_thor_report_reads_first(flags: tuple[str, ...], golden: str) -> None:
                   "torch-2.11.0-aarch64", *flags)
     assert run.code == 1
     lines = run.stdout.splitlines()
-    assert lines[3].startswith("✗ import torch will fail: 4 problems block it")
+    assert lines[4].startswith("✗ import torch will fail: 4 problems block it")
     assert_golden(golden, run.stdout)
 
 

@@ -17,22 +17,27 @@ __all__ = [
     "GpuArch",
     "Json",
     "LdLibraryPath",
+    "LdPreload",
     "NoCache",
     "NoRoot",
     "Offline",
     "Prefer",
+    "Preloaded",
     "Python",
     "Recipes",
     "Root",
     "SitePackages",
     "SourceBuild",
+    "SysPath",
     "TorchFixture",
     "Wheel",
     "Wheelhouse",
 ]
 
 Python = Annotated[str | None, typer.Option(
-    "--python", help="The torch of this interpreter (default: the current one).")]
+    "--python", help="The torch of this interpreter (default: the current one); for --root, "
+    "a path in the root: read as the process's main program, run (under qemu-user for "
+    "another architecture) to ask where torch is when it can be.")]
 SitePackages = Annotated[Path | None, typer.Option(
     "--site-packages", help="The torch installed in this directory.")]
 Wheel = Annotated[Path | None, typer.Option(
@@ -48,6 +53,15 @@ TorchFixture = Annotated[str | None, typer.Option(
 LdLibraryPath = Annotated[str | None, typer.Option(
     "--ld-library-path", help="The target's LD_LIBRARY_PATH (default: this shell's for /, empty "
     "for another root).")]
+SysPath = Annotated[str | None, typer.Option(
+    "--sys-path", help="The target interpreter's sys.path, colon-separated, as the target "
+    "names it (default: asked of --python, else what site.py computes for torch's prefix).")]
+LdPreload = Annotated[str | None, typer.Option(
+    "--ld-preload", help="The target's LD_PRELOAD (default: this shell's for /, empty for "
+    "another root).")]
+Preloaded = Annotated[str | None, typer.Option(
+    "--preloaded", help="Libraries the process loaded before import torch, colon-separated "
+    "(default: what the live --python has mapped at start).")]
 GpuArch = Annotated[str | None, typer.Option(
     "--gpu-arch", help="The target GPU (sm_110, 87, ...); default: from the L4T release.")]
 NoCache = Annotated[bool, typer.Option(

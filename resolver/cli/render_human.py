@@ -18,7 +18,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from resolver.cli.sentences import describe, name_list
-from resolver.findings.model import LibraryFinding, Severity
+from resolver.findings.model import LibraryFinding, Severity, UndefinedSymbols
 from resolver.loader.search import Via
 from resolver.loader.walk import Outcome
 
@@ -97,6 +97,13 @@ def _target_lines(result: Diagnosis, rootfs: RootFS, labels: tuple[str | None, s
             where = f"{torch.site} (fixture {labels[1]})"
         cuda = f"CUDA {torch.cuda}" if torch.cuda else "CPU build"
         lines.append(_line(("torch   ", "bold"), f"{torch.version or '?'} ({cuda}) in {where}"))
+    entries = len(result.sys_path)
+    path_text = f"sys.path: {entries} {'entry' if entries == 1 else 'entries'}"
+    if result.interpreter is not None:
+        lines.append(_line(("python  ", "bold"), f"{result.interpreter} ({path_text})"))
+    else:
+        lines.append(_line(("python  ", "bold"),
+                           f"no interpreter found, its C API taken as defined ({path_text})"))
     return lines
 
 
@@ -194,6 +201,15 @@ def _fix_line(fix: Fix) -> Line:
     return _line(("    no recipe provides ", "yellow"), f"{fix.wanted}{present}")
 
 
+def _symbol_lines(finding: UndefinedSymbols, verbosity: int) -> list[Line]:
+    """The undefined symbols, one a line: 20 with -v, all with -vv."""
+    limit = 20 if verbosity == 1 else len(finding.symbols)
+    lines = [_line(("    ", "dim"), (symbol, "dim")) for symbol in finding.symbols[:limit]]
+    if len(finding.symbols) > limit:
+        lines.append(_line((f"    and {len(finding.symbols) - limit} more (-vv)", "dim")))
+    return lines
+
+
 def diagnosis_lines(  # noqa: PLR0913 - the result, then keyword-only display options
     result: Diagnosis, rootfs: RootFS, exit_code: int, *, verbosity: int,
     labels: tuple[str | None, str | None] = (None, None), fixes: Sequence[Fix] = (),
@@ -212,6 +228,8 @@ def diagnosis_lines(  # noqa: PLR0913 - the result, then keyword-only display op
         lines.append(_finding_line(finding))
         if id(finding) in fix_of:
             lines.append(_fix_line(fix_of[id(finding)]))
+        if verbosity and isinstance(finding, UndefinedSymbols):
+            lines += _symbol_lines(finding, verbosity)
         if verbosity == 0 or not isinstance(finding, LibraryFinding):
             continue
         # Sonames searched in the same directories differ only in the file name: say it once.
@@ -223,6 +241,9 @@ def diagnosis_lines(  # noqa: PLR0913 - the result, then keyword-only display op
         shown.setdefault(signature, finding.soname)
         lines += (_search_lists(finding.searched, site) if verbosity == 1
                   else _candidates(finding.searched))
+    unjudged = dict.fromkeys(why for _, why in result.symbols_unjudged)
+    if unjudged:
+        lines += [(), _line((f"symbols not checked: {next(iter(unjudged))}", "dim"))]
     lines.append(())
     hints = []
     if verbosity == 0 and any(isinstance(f, LibraryFinding) for f in result.findings):

@@ -1,4 +1,4 @@
-"""JSON rendering: one envelope with `"schema": 2` and sorted keys, per command.
+"""JSON rendering: one envelope with `"schema": 3` and sorted keys, per command.
 
 A finding is rendered from its dataclass fields, so every typed fact a recipe matcher needs is
 there (versions as strings, paths in the root's namespace), plus `kind`, `subject` and a
@@ -44,7 +44,7 @@ __all__ = [
     "run_json",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def dump(envelope: dict[str, Any]) -> str:
@@ -136,6 +136,12 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,  # noqa
             "version": torch.version,
             "cuda": torch.cuda,
             "preload_source": torch.preload_source,
+        },
+        "process": {
+            "interpreter": result.interpreter,
+            "sys_path": list(result.sys_path),
+            "symbols_unjudged": [{"phase": phase, "why": why}
+                                 for phase, why in dict.fromkeys(result.symbols_unjudged)],
         },
         "summary": {
             "blocks_import": result.blocks_import,

@@ -21,6 +21,7 @@ from resolver.findings.model import (
     NoVersionInformation,
     PreloadNotFound,
     TagMismatch,
+    UndefinedSymbols,
     VersionNotFound,
     WheelTagMismatch,
     WrongArchitecture,
@@ -87,6 +88,19 @@ def _(finding: VersionNotFound) -> str:
 def _(finding: NoVersionInformation) -> str:
     return (f"{finding.provider} ({finding.file}) has no version information; "
             f"{posixpath.basename(finding.requester)} asks for {finding.version}")
+
+
+@describe.register
+def _(finding: UndefinedSymbols) -> str:
+    count = len(finding.symbols)
+    more = f" and {count - 1} more" if count > 1 else ""
+    text = (f"{posixpath.basename(finding.library)}: undefined symbol {finding.symbols[0]}{more}: "
+            "nothing in its lookup scope defines "
+            f"{'it' if count == 1 else 'them'}")
+    if finding.defined_elsewhere:
+        text += (f"; {name_list(finding.defined_elsewhere)} "
+                 "(loaded, but not in its scope) does")
+    return text
 
 
 @describe.register

@@ -7,7 +7,10 @@ returns, the cache stores and the fixture synthesiser writes back out.
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +18,7 @@ from resolver.errors import InvalidFixture
 
 __all__ = [
     "FACTS_SCHEMA",
+    "DynamicSymbols",
     "ElfClass",
     "ElfFacts",
     "ElfType",
@@ -30,7 +34,7 @@ __all__ = [
 ]
 
 # Bump when ElfFacts or its JSON form changes: cached facts of another schema are re-read.
-FACTS_SCHEMA = 1
+FACTS_SCHEMA = 2
 
 
 class ElfClass(enum.IntEnum):
@@ -110,6 +114,92 @@ class GpuCode:
         return f"{prefix}_{self.arch}{'a' if self.arch_specific else ''}"
 
 
+def symbol_key(text: bytes) -> int:
+    """The 64-bit key a symbol is stored and looked up under (BLAKE2b of its key text)."""
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+
+
+def plain_key(name: bytes) -> int:
+    """Key of a definition an unversioned and any non-hidden versioned reference binds to."""
+    return symbol_key(b"\x01" + name)
+
+
+def public_key(name: bytes) -> int:
+    """Key of a non-hidden versioned definition: what an unversioned reference may bind to."""
+    return symbol_key(b"\x02" + name)
+
+
+def versioned_key(name: bytes, version: bytes) -> int:
+    """Key of a definition of `name` at version node `version` (hidden or not)."""
+    return symbol_key(name + b"@" + version)
+
+
+class DynamicSymbols:
+    """An object's dynamic symbols as the loader binds them, stored compactly.
+
+    `undefined` lists the references that must bind (STB_GLOBAL, SHN_UNDEF): `name`, or
+    `name@VERSION` when `.gnu.version` ties it to a `.gnu.version_r` entry; weak references may
+    stay unbound and are left out. The definitions the loader may bind to (glibc
+    elf/dl-lookup.c `do_lookup_x` and `check_match`: STB_GLOBAL/WEAK/GNU_UNIQUE, not hidden or
+    internal, a value or TLS, of an allowed type) are kept as sorted 64-bit keys, not names: a
+    `libtorch_cpu.so` defines about 49,000, whose names alone take 4 MB. Each definition gives
+    `plain_key(name)` when it has no version or the base one, `public_key(name)` when its
+    version is not hidden, and `versioned_key(name, version)` when it has one. A reference
+    `name` binds to a plain or public key; `name@V` to its versioned key or a plain one
+    (`check_match`: an unversioned definition satisfies a versioned reference).
+    """
+
+    __slots__ = ("_keys", "defined", "undefined")
+
+    def __init__(self, *, undefined: tuple[str, ...], defined: bytes) -> None:
+        self.undefined = undefined
+        self.defined = defined  # little-endian uint64 keys, sorted
+        self._keys: frozenset[int] | None = None
+
+    @classmethod
+    def from_keys(cls, undefined: tuple[str, ...], keys: set[int]) -> DynamicSymbols:
+        """Build from a set of definition keys."""
+        packed = array("Q", sorted(keys))
+        if packed.itemsize != 8:  # pragma: no cover - every CPython platform has 8-byte Q
+            raise RuntimeError("array('Q') is not 64-bit here")
+        return cls(undefined=undefined, defined=packed.tobytes())
+
+    @property
+    def keys(self) -> frozenset[int]:
+        """The definition keys, unpacked once."""
+        if self._keys is None:
+            unpacked = array("Q")
+            unpacked.frombytes(self.defined)
+            self._keys = frozenset(unpacked)
+        return self._keys
+
+    def __len__(self) -> int:
+        """Number of definition keys."""
+        return len(self.defined) // 8
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the references and definition keys are."""
+        if not isinstance(other, DynamicSymbols):
+            return NotImplemented
+        return self.undefined == other.undefined and self.defined == other.defined
+
+    def __hash__(self) -> int:
+        """Hash of the references and keys."""
+        return hash((self.undefined, self.defined))
+
+    def __repr__(self) -> str:
+        """Counts only: the keys are not readable."""
+        return f"DynamicSymbols(undefined={len(self.undefined)}, defined={len(self)})"
+
+
+def reference_binds(reference: str, keys: frozenset[int] | set[int]) -> bool:
+    """True when `reference` (`name` or `name@VERSION`) binds to a definition among `keys`."""
+    name, _, version = reference.encode("utf-8", "surrogateescape").partition(b"@")
+    if version:
+        return versioned_key(name, version) in keys or plain_key(name) in keys
+    return plain_key(name) in keys or public_key(name) in keys
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ElfFacts:
     """Everything the loader emulation and the findings need from one ELF file.
@@ -132,6 +222,9 @@ class ElfFacts:
     version_needs: tuple[VersionNeed, ...] = ()
     gpu_code: tuple[GpuCode, ...] = ()  # sorted, unique
     has_dynamic: bool = True  # False for static executables and objects without PT_DYNAMIC
+    # None when unknown: no symbol table to read (a fixture's synthesised library), or facts
+    # recorded without one. Binding is judged only where every object in scope has them.
+    symbols: DynamicSymbols | None = None
 
     @property
     def machine_name(self) -> str:
@@ -139,9 +232,12 @@ class ElfFacts:
         return machine_name(self.machine)
 
 
-def facts_to_json(facts: ElfFacts) -> dict[str, Any]:
-    """Turn facts into plain JSON-able data (the cache and fixture form)."""
-    return {
+def facts_to_json(facts: ElfFacts, *, symbols: bool = True) -> dict[str, Any]:
+    """Turn facts into plain JSON-able data (the cache and fixture form).
+
+    `symbols=False` leaves the dynamic symbols out (fixtures do not record them).
+    """
+    data: dict[str, Any] = {
         "class": int(facts.elf_class),
         "endian": facts.endian.value,
         "machine": facts.machine,
@@ -157,6 +253,10 @@ def facts_to_json(facts: ElfFacts) -> dict[str, Any]:
         "gpu_code": [str(code) for code in facts.gpu_code],
         "dynamic": facts.has_dynamic,
     }
+    if symbols and facts.symbols is not None:
+        data["symbols"] = {"undefined": list(facts.symbols.undefined),
+                           "defined": base64.b64encode(facts.symbols.defined).decode("ascii")}
+    return data
 
 
 def parse_gpu_code(text: str) -> GpuCode:
@@ -192,6 +292,23 @@ def _gpu_code_field(text: object, where: str) -> GpuCode:
         raise InvalidFixture(f"{where}: {err}") from err
 
 
+def _symbols_field(data: object, where: str) -> DynamicSymbols | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise InvalidFixture(f"{where}: expected an object")
+    undefined = _field(data, "undefined", list, where)
+    if not all(isinstance(v, str) for v in undefined):
+        raise InvalidFixture(f"{where}.undefined: expected a list of strings")
+    try:
+        defined = base64.b64decode(_field(data, "defined", str, where), validate=True)
+    except ValueError as err:
+        raise InvalidFixture(f"{where}.defined: not base64 ({err})") from err
+    if len(defined) % 8:
+        raise InvalidFixture(f"{where}.defined: {len(defined)} bytes, not whole 64-bit keys")
+    return DynamicSymbols(undefined=tuple(undefined), defined=defined)
+
+
 def parse_facts_json(data: object, where: str = "facts") -> ElfFacts:
     """Turn the JSON form back into facts.
 
@@ -223,6 +340,7 @@ def parse_facts_json(data: object, where: str = "facts") -> ElfFacts:
     return ElfFacts(
         elf_class=elf_class,
         endian=endian,
+        symbols=_symbols_field(data.get("symbols"), f"{where}.symbols"),
         machine=_field(data, "machine", int, where),
         osabi=_field(data, "osabi", int, where),
         elf_type=_field(data, "type", int, where),

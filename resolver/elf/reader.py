@@ -20,8 +20,11 @@ import struct
 from typing import TYPE_CHECKING, BinaryIO
 
 from resolver.elf._constants import (
+    ALLOWED_STT,
     DF_1_NODEFLIB,
     DT_FLAGS_1,
+    DT_GNU_HASH,
+    DT_HASH,
     DT_NEEDED,
     DT_NULL,
     DT_RPATH,
@@ -29,26 +32,43 @@ from resolver.elf._constants import (
     DT_SONAME,
     DT_STRSZ,
     DT_STRTAB,
+    DT_SYMENT,
+    DT_SYMTAB,
     DT_VERDEF,
     DT_VERDEFNUM,
     DT_VERNEED,
     DT_VERNEEDNUM,
+    DT_VERSYM,
+    NO_SYMBOLS_MARKER,
     PT_DYNAMIC,
     PT_LOAD,
+    SHN_ABS,
+    SHN_UNDEF,
+    STB_GLOBAL,
+    STB_GNU_UNIQUE,
+    STB_WEAK,
+    STT_TLS,
+    STV_HIDDEN,
+    STV_INTERNAL,
     VER_FLG_BASE,
     VER_FLG_WEAK,
+    VERSYM_HIDDEN,
 )
 from resolver.elf.facts import (
+    DynamicSymbols,
     ElfClass,
     ElfFacts,
     Endian,
     GpuCode,
     VersionNeed,
+    plain_key,
+    public_key,
+    versioned_key,
 )
 from resolver.errors import InvalidElf
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from elftools.elf.elffile import ELFFile
 
@@ -62,6 +82,10 @@ _FATBIN_NAME = b".nv_fatbin\0"
 _MAX_DYN_ENTRIES = 1 << 16
 _MAX_VERSION_RECORDS = 1 << 16
 _MAX_STRING = 1 << 16
+# More dynamic symbols than any real library has (libtorch_cpu.so: 50,220); a count past it is
+# a corrupt hash table, and the symbols are then left unknown rather than read.
+_MAX_SYMBOLS = 1 << 22
+_MARKER = NO_SYMBOLS_MARKER.encode()
 _STRING_CHUNK = 256
 
 
@@ -233,19 +257,25 @@ def _read_versions(
     layout: _Layout,
     string: Callable[[int, str], str],
     dyn: dict[int, int],
+    index: dict[int, str],
 ) -> tuple[tuple[str, ...], tuple[VersionNeed, ...]]:
-    """Read `.gnu.version_d` names and `.gnu.version_r` needs (glibc elf/dl-version.c)."""
+    """Read `.gnu.version_d` names and `.gnu.version_r` needs (glibc elf/dl-version.c).
+
+    `index` is filled with the version index each name has in `.gnu.version` (vd_ndx for a
+    definition, vna_other for a requirement); the base definition is left out.
+    """
     order = "<" if layout.endian is Endian.LITTLE else ">"
     defs: list[str] = []
     if DT_VERDEF in dyn:
         offset = layout.offset_of(dyn[DT_VERDEF], source.origin, "DT_VERDEF")
         verdef, verdaux = struct.Struct(order + "HHHHIII"), struct.Struct(order + "II")
         for _ in range(min(dyn.get(DT_VERDEFNUM, _MAX_VERSION_RECORDS), _MAX_VERSION_RECORDS)):
-            _, flags, _, count, _, aux, nxt = verdef.unpack(
+            _, flags, ndx, count, _, aux, nxt = verdef.unpack(
                 source.read(offset, verdef.size, "version definition"))
             if count and not flags & VER_FLG_BASE:
                 name, _ = verdaux.unpack(source.read(offset + aux, verdaux.size, "verdaux"))
                 defs.append(string(name, "version definition name"))
+                index[ndx & 0x7FFF] = defs[-1]
             if not nxt:
                 break
             offset += nxt
@@ -259,10 +289,11 @@ def _read_versions(
             file = string(file_name, "version need file")
             aux_offset = offset + aux
             for _ in range(min(count, _MAX_VERSION_RECORDS)):
-                _, flags, _, name, aux_next = vernaux.unpack(
+                _, flags, other, name, aux_next = vernaux.unpack(
                     source.read(aux_offset, vernaux.size, "vernaux"))
                 needs.append(VersionNeed(file=file, name=string(name, "version need name"),
                                          weak=bool(flags & VER_FLG_WEAK)))
+                index[other & 0x7FFF] = needs[-1].name
                 if not aux_next:
                     break
                 aux_offset += aux_next
@@ -270,6 +301,126 @@ def _read_versions(
                 break
             offset += nxt
     return tuple(defs), tuple(needs)
+
+
+def _symbol_count(source: _Source, layout: _Layout, dyn: dict[int, int]) -> int | None:
+    """How many entries `.dynsym` has: DT_HASH's nchain, else the end of DT_GNU_HASH's chains.
+
+    The dynamic table gives the symbol table's start but not its length; the hash table is
+    how the loader bounds it too (elf/dl-lookup.c). None when neither is there.
+    """
+    order = "<" if layout.endian is Endian.LITTLE else ">"
+    if DT_HASH in dyn:
+        at = layout.offset_of(dyn[DT_HASH], source.origin, "DT_HASH")
+        nchain: int = struct.unpack(order + "II", source.read(at, 8, "DT_HASH header"))[1]
+        return nchain
+    if DT_GNU_HASH not in dyn:
+        return None
+    at = layout.offset_of(dyn[DT_GNU_HASH], source.origin, "DT_GNU_HASH")
+    nbuckets, symoffset, bloom_size, _ = struct.unpack(
+        order + "IIII", source.read(at, 16, "DT_GNU_HASH header"))
+    if nbuckets > _MAX_SYMBOLS or bloom_size > _MAX_SYMBOLS:
+        raise InvalidElf(f"{source.origin}: DT_GNU_HASH header is corrupt")
+    word = 8 if layout.elf_class is ElfClass.ELF64 else 4
+    buckets_at = at + 16 + bloom_size * word
+    buckets = struct.unpack(f"{order}{nbuckets}I",
+                            source.read(buckets_at, 4 * nbuckets, "DT_GNU_HASH buckets"))
+    last = max(buckets, default=0)
+    if last < symoffset:
+        return int(symoffset)
+    chains_at = buckets_at + 4 * nbuckets
+    # Walk the last bucket's chain to its end marker (bit 0 set), reading a block at a time.
+    index = last
+    while index - symoffset < _MAX_SYMBOLS:
+        block = source.read(chains_at + 4 * (index - symoffset),
+                            min(256, (source.size - chains_at) // 4 - (index - symoffset)) * 4,
+                            "DT_GNU_HASH chain")
+        if not block:
+            break
+        for value in struct.unpack(f"{order}{len(block) // 4}I", block):
+            if value & 1:
+                return index + 1
+            index += 1
+    raise InvalidElf(f"{source.origin}: DT_GNU_HASH chain has no end")
+
+
+def _symbol_rows(
+    source: _Source, layout: _Layout, dyn: dict[int, int], count: int
+) -> Iterator[tuple[int, int, int, int, int, int]]:
+    """(st_name, bind, type, visibility, shndx, value, versym) of each symbol after the null."""
+    wide = layout.elf_class is ElfClass.ELF64
+    order = "<" if layout.endian is Endian.LITTLE else ">"
+    # Elf64_Sym: name, info, other, shndx, value, size; Elf32_Sym: name, value, size, info,
+    # other, shndx.
+    entry = struct.Struct(order + ("IBBHQQ" if wide else "IIIBBH"))
+    size = dyn.get(DT_SYMENT, entry.size)
+    if size < entry.size:
+        raise InvalidElf(f"{source.origin}: DT_SYMENT {size} is too small")
+    at = layout.offset_of(dyn[DT_SYMTAB], source.origin, "DT_SYMTAB")
+    table = source.read(at, count * size, "dynamic symbol table")
+    versym = (0,) * count
+    if DT_VERSYM in dyn:
+        vat = layout.offset_of(dyn[DT_VERSYM], source.origin, "DT_VERSYM")
+        versym = struct.unpack(f"{order}{count}H", source.read(vat, 2 * count, "DT_VERSYM"))
+    for i in range(1, count):
+        fields = entry.unpack_from(table, i * size)
+        if wide:
+            name_at, info, other, shndx, value, _ = fields
+        else:
+            name_at, value, _, info, other, shndx = fields
+        yield name_at, info, other & 3, shndx, value, versym[i]
+
+
+def _read_symbols(
+    source: _Source, layout: _Layout, dyn: dict[int, int], strings: bytes,
+    version_index: dict[int, str],
+) -> DynamicSymbols | None:
+    """The references that must bind and the definitions others may bind to (`DynamicSymbols`).
+
+    `strings` is the dynamic string table. None when the symbols cannot be known: no symbol
+    table or hash table, or the marker of a fixture's synthesised library
+    (`NO_SYMBOLS_MARKER`), whose definitions are unknown, not absent.
+    """
+    if DT_SYMTAB not in dyn:
+        return None
+    count = _symbol_count(source, layout, dyn)
+    if count is None or count > _MAX_SYMBOLS:
+        return None
+    encoded = {ndx: name.encode("utf-8", "surrogateescape") for ndx, name in version_index.items()}
+    undefined: list[str] = []
+    keys: set[int] = set()
+    for name_at, info, visibility, shndx, value, ndx in _symbol_rows(source, layout, dyn, count):
+        if not name_at or name_at >= len(strings):
+            continue
+        end = strings.find(b"\0", name_at)
+        name = strings[name_at:end if end >= 0 else len(strings)]
+        version = encoded.get(ndx & 0x7FFF) if ndx & 0x7FFF > 1 else None
+        if shndx == SHN_UNDEF:
+            if name == _MARKER:
+                return None
+            if info >> 4 == STB_GLOBAL:
+                undefined.append((name + b"@" + version if version else name).decode(
+                    "utf-8", "surrogateescape"))
+        elif _binds_to(info, visibility, shndx, value):
+            keys.update(_definition_keys(name, version, hidden=bool(ndx & VERSYM_HIDDEN)))
+    return DynamicSymbols.from_keys(tuple(sorted(set(undefined))), keys)
+
+
+def _binds_to(info: int, visibility: int, shndx: int, value: int) -> bool:
+    """Whether a defined symbol can satisfy another object's reference (elf/dl-lookup.c)."""
+    bind, kind = info >> 4, info & 0xF
+    return (bind in (STB_GLOBAL, STB_WEAK, STB_GNU_UNIQUE) and kind in ALLOWED_STT
+            and visibility not in (STV_HIDDEN, STV_INTERNAL)
+            and (value != 0 or shndx == SHN_ABS or kind == STT_TLS))
+
+
+def _definition_keys(name: bytes, version: bytes | None, *, hidden: bool) -> tuple[int, ...]:
+    """The keys a definition is stored under (`DynamicSymbols`)."""
+    if version is None:
+        return () if hidden else (plain_key(name),)
+    if hidden:
+        return (versioned_key(name, version),)
+    return (versioned_key(name, version), public_key(name))
 
 
 def _read_fatbin(source: _Source, layout: _Layout) -> tuple[GpuCode, ...]:
@@ -366,7 +517,8 @@ def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) ->
                 raise InvalidElf(f"{origin}: {what} string index {index} past DT_STRSZ {strsz}")
             return source.read_cstring(strtab + index, what)
 
-        version_defs, version_needs = _read_versions(source, layout, string, dyn)
+        version_index: dict[int, str] = {}
+        version_defs, version_needs = _read_versions(source, layout, string, dyn, version_index)
         return ElfFacts(
             elf_class=layout.elf_class,
             endian=layout.endian,
@@ -381,6 +533,10 @@ def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) ->
             version_defs=version_defs,
             version_needs=version_needs,
             gpu_code=_gpu_code(source, layout),
+            symbols=_read_symbols(
+                source, layout, dyn,
+                source.read(strtab, min(strsz, source.size - strtab), "dynamic string table"),
+                version_index),
         )
     finally:
         source.close()

@@ -26,18 +26,19 @@ from resolver.findings.model import (
     NoVersionInformation,
     PreloadNotFound,
     Severity,
+    UndefinedSymbols,
     VersionNotFound,
     WrongArchitecture,
 )
 from resolver.loader.torch_import import IMPORT
-from resolver.loader.walk import Outcome
+from resolver.loader.walk import INTERPRETER, PRELOAD, PRELOADED, Outcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     from resolver.elf.facts import GpuCode
     from resolver.loader.torch_import import Attempt, TorchInstall
-    from resolver.loader.walk import LoadedObject, Request, VersionProblem
+    from resolver.loader.walk import LoadedObject, Request, SymbolProblem, VersionProblem
     from resolver.target.platform import Platform
 
 __all__ = [
@@ -49,16 +50,23 @@ __all__ = [
 
 
 def _severity(phases: Iterable[str]) -> Severity:
-    return Severity.BLOCKS_IMPORT if IMPORT in phases else Severity.BREAKS_FEATURE
+    phases = tuple(phases)
+    if any(p in (IMPORT, INTERPRETER) for p in phases):
+        return Severity.BLOCKS_IMPORT
+    # An LD_PRELOAD entry that cannot be loaded is ignored with a message (rtld.c do_preload).
+    # So is a library said to be loaded already that we cannot load: it is not torch's problem.
+    ignored = {PRELOAD, PRELOADED}
+    return Severity.INFO if phases and set(phases) <= ignored else Severity.BREAKS_FEATURE
 
 
-def load_findings(
+def load_findings(  # noqa: PLR0913 - the walk's records, then keyword-only helpers
     attempts: Sequence[Attempt],
     requests: Sequence[Request],
     objects: Sequence[LoadedObject],
     versions: Sequence[VersionProblem],
     *,
     locate_elsewhere: Callable[[str], tuple[FileElsewhere, ...]],
+    symbols: Sequence[SymbolProblem] = (),
 ) -> tuple[Finding, ...]:
     """Findings from torch's dlopen attempts: missing, invalid, wrong-arch, versions.
 
@@ -85,6 +93,14 @@ def load_findings(
     kept = [versions[i] for attempt in attempts if not attempt.superseded
             for i in attempt.versions]
     findings += _version_findings(kept, objects)
+    findings += [
+        UndefinedSymbols(severity=_severity([problem.phase]), phases=(problem.phase,),
+                         library=objects[problem.requester].path, symbols=problem.symbols,
+                         defined_elsewhere=tuple(objects[i].path
+                                                 for i in problem.defined_elsewhere))
+        for attempt in attempts if not attempt.superseded
+        for problem in (symbols[i] for i in attempt.symbols)
+    ]
     return tuple(findings)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "PreloadNotFound",
     "Severity",
     "TagMismatch",
+    "UndefinedSymbols",
     "VersionFinding",
     "VersionNotFound",
     "WheelTagMismatch",
@@ -140,6 +141,26 @@ class NoVersionInformation(VersionFinding):
     """The provider defines no versions at all: glibc only warns."""
 
     kind: ClassVar[str] = "no-version-information"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UndefinedSymbols(Finding):
+    """An object's undefined symbols that nothing in its lookup scope defines (RTLD_NOW fails).
+
+    glibc reports the first as `undefined symbol: NAME` (elf/dl-lookup.c); all are listed.
+    """
+
+    kind: ClassVar[str] = "undefined-symbols"
+    library: str  # the object with the references
+    symbols: tuple[str, ...]  # `name` or `name@VERSION`, sorted
+    # Loaded objects that define some of them but are not in the library's scope (opened
+    # RTLD_LOCAL by another dlopen): the link is there, the scope is wrong.
+    defined_elsewhere: tuple[str, ...] = ()
+
+    @property
+    def subject(self) -> str:
+        """The first undefined symbol."""
+        return self.symbols[0]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -254,6 +275,7 @@ CAUSE_ORDER: tuple[type[Finding], ...] = (
     MissingLibrary,
     PreloadNotFound,
     VersionNotFound,
+    UndefinedSymbols,
     CudnnTooOld,
     NoVersionInformation,
     LdSoCacheIgnored,

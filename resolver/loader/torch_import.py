@@ -26,11 +26,21 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from resolver.loader.walk import INTERPRETER, PRELOADED
+
 if TYPE_CHECKING:
     from resolver.loader.walk import Namespace
     from resolver.target.rootfs import RootFS
 
-__all__ = ["IMPORT", "Attempt", "TorchInstall", "emulate_torch", "find_torch_install"]
+__all__ = [
+    "IMPORT",
+    "Attempt",
+    "TorchInstall",
+    "attempt_preloaded",
+    "emulate_torch",
+    "find_torch_install",
+    "start_interpreter",
+]
 
 IMPORT = "import"
 
@@ -61,6 +71,7 @@ class Attempt:
     ok: bool
     requests: range  # indices into Namespace.requests made by this attempt
     versions: range = range(0)  # indices into Namespace.version_problems found by it
+    symbols: range = range(0)  # indices into Namespace.symbol_problems found by it
     superseded: bool = False  # failed, but torch recovered (a retry) or ignores the failure
     preload: tuple[str, str] | None = None  # (folder, glob) of a `_preload_cuda_lib` lookup
     preload_dirs: tuple[str, ...] = ()  # the sys.path entries that lookup searched
@@ -170,13 +181,34 @@ def _find_preload(rootfs: RootFS, torch: TorchInstall, folder: str, pattern: str
 
 def _attempt(  # noqa: PLR0913 - Namespace.dlopen's arguments, plus why it is called
     ns: Namespace, name: str, why: str, phase: str, requester: int | None = None,
-    *, keep: bool = False,
+    *, keep: bool = False, rtld_global: bool = False,
 ) -> Attempt:
     first, first_version = len(ns.requests), len(ns.version_problems)
-    ok = ns.dlopen(name, phase=phase, requester=requester, keep_on_failure=keep)
+    first_symbol = len(ns.symbol_problems)
+    ok = ns.dlopen(name, phase=phase, requester=requester, keep_on_failure=keep,
+                   rtld_global=rtld_global)
     return Attempt(phase=phase, name=name, why=why, ok=ok,
                    requests=range(first, len(ns.requests)),
-                   versions=range(first_version, len(ns.version_problems)))
+                   versions=range(first_version, len(ns.version_problems)),
+                   symbols=range(first_symbol, len(ns.symbol_problems)))
+
+
+def attempt_preloaded(ns: Namespace, name: str) -> Attempt:
+    """A library the process opened before torch (RTLD_LOCAL: it shares names, not symbols)."""
+    main = ns.main.index if ns.main is not None else None
+    return _attempt(ns, name, "already loaded before import torch", PRELOADED, requester=main)
+
+
+def start_interpreter(ns: Namespace, interpreter: str, preload: tuple[str, ...] = ()
+                      ) -> Attempt:
+    """Start the interpreter (a path in the root) with `preload` as LD_PRELOAD."""
+    first, first_version = len(ns.requests), len(ns.version_problems)
+    first_symbol = len(ns.symbol_problems)
+    ok = ns.start_process(interpreter, preload)
+    return Attempt(phase=INTERPRETER, name=interpreter, why="the interpreter starts", ok=ok,
+                   requests=range(first, len(ns.requests)),
+                   versions=range(first_version, len(ns.version_problems)),
+                   symbols=range(first_symbol, len(ns.symbol_problems)))
 
 
 def _first_missing(ns: Namespace, attempt: Attempt) -> str | None:
@@ -195,7 +227,8 @@ def _preload_best_effort(ns: Namespace, torch: TorchInstall) -> list[Attempt]:
         path = _find_preload(ns.rootfs, torch, folder, pattern)
         if path is None:
             continue
-        attempt = _attempt(ns, path, "torch/__init__.py: best-effort preload", IMPORT)
+        attempt = _attempt(ns, path, "torch/__init__.py: best-effort preload", IMPORT,
+                           rtld_global=True)
         if not attempt.ok:
             attempts.append(dataclasses.replace(attempt, superseded=True))
             break
@@ -220,7 +253,8 @@ def _preload_required(ns: Namespace, torch: TorchInstall) -> tuple[list[Attempt]
                 ok=False, requests=range(len(ns.requests), len(ns.requests)),
                 preload=(folder, pattern), preload_dirs=torch.sys_path))
             return attempts, False
-        preload = _attempt(ns, path, "torch/__init__.py: preload after failure", IMPORT)
+        preload = _attempt(ns, path, "torch/__init__.py: preload after failure", IMPORT,
+                           rtld_global=True)
         attempts.append(preload)
         if not preload.ok:
             return attempts, False
@@ -230,7 +264,8 @@ def _preload_required(ns: Namespace, torch: TorchInstall) -> tuple[list[Attempt]
 def _global_deps_attempts(ns: Namespace, torch: TorchInstall, lib: str) -> list[Attempt]:
     """torch/__init__.py's `_load_global_deps`: the CDLL, then the preloads it may fall back on."""
     global_deps = posixpath.join(lib, "libtorch_global_deps.so")
-    first = _attempt(ns, global_deps, "torch/__init__.py: CDLL(RTLD_GLOBAL)", IMPORT)
+    first = _attempt(ns, global_deps, "torch/__init__.py: CDLL(RTLD_GLOBAL)", IMPORT,
+                     rtld_global=True)
     attempts = [first]
     missing = _first_missing(ns, first)
     prefixes = {pattern.split(".", 1)[0] for _, pattern in torch.preload}
@@ -241,7 +276,7 @@ def _global_deps_attempts(ns: Namespace, torch: TorchInstall, lib: str) -> list[
         attempts += preloads
         if recovered:
             retry = _attempt(ns, global_deps, "torch/__init__.py: CDLL(RTLD_GLOBAL), retry",
-                             IMPORT)
+                             IMPORT, rtld_global=True)
             attempts.append(retry)
             if retry.ok:
                 attempts[0] = dataclasses.replace(first, superseded=True)

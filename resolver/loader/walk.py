@@ -10,6 +10,17 @@ stops the search with an error, as it does in glibc. Symbol-version requirements
 against what got loaded (elf/dl-version.c): a missing non-weak version is an error, a provider
 without version definitions only a warning.
 
+The process is modelled too: the interpreter is the main program (`start_process`), loaded
+with its DT_NEEDED and `LD_PRELOAD` into the global scope, and its DT_RPATH ends every search
+chain that has no DT_RUNPATH (elf/dl-load.c `_dl_map_object`: "try the DT_RPATH of the
+executable itself"). Each dlopen that loads everything then binds the undefined symbols of what
+it added, as RTLD_NOW does (Python imports extension modules and ctypes opens libraries with
+RTLD_NOW): a reference must be defined in the global scope (the main program, its dependencies,
+`LD_PRELOAD`, libraries opened RTLD_GLOBAL) or in the local scope of the dlopen that loaded the
+object (its root and that root's dependencies, breadth-first); see elf/dl-open.c `dl_open_worker`
+and elf/dl-lookup.c `_dl_lookup_symbol_x`. A scope holding an object whose symbols are unknown
+is not judged.
+
 Unlike the real loader, the walk does not stop at the first failure: like `ld.so` in trace mode
 it records every failure and goes on, so one diagnose shows them all. A dlopen that fails is
 rolled back, as `dlopen` unloads what it loaded, so later loads see the namespace torch sees.
@@ -23,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from resolver.elf.cache import read_facts
+from resolver.elf.facts import reference_binds
 from resolver.errors import InvalidElf
 from resolver.loader.search import SearchDir, Via, expand_dst, split_search_path
 
@@ -35,13 +47,21 @@ if TYPE_CHECKING:
     from resolver.target.rootfs import RootFS
 
 __all__ = [
+    "INTERPRETER",
+    "PRELOAD",
+    "PRELOADED",
     "Candidate",
     "LoadedObject",
     "Namespace",
     "Outcome",
     "Request",
+    "SymbolProblem",
     "VersionProblem",
 ]
+
+INTERPRETER = "interpreter"  # the phase of the main program and what it loads at start
+PRELOAD = "LD_PRELOAD"  # the phase of an LD_PRELOAD entry itself
+PRELOADED = "already loaded"  # libraries the process opened before torch (--preloaded)
 
 
 class Outcome(enum.Enum):
@@ -105,6 +125,17 @@ class VersionProblem:
     fatal: bool  # False when the provider has no version definitions at all (a warning)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SymbolProblem:
+    """Undefined symbols of one object that nothing in its lookup scope defines."""
+
+    requester: int
+    symbols: tuple[str, ...]  # `name` or `name@VERSION`, sorted
+    phase: str
+    # Loaded objects outside the scope that define some of them (an RTLD_LOCAL neighbour).
+    defined_elsewhere: tuple[int, ...] = ()
+
+
 class _Stop:
     """Marks a candidate whose failure abandons the rest of its search list."""
 
@@ -117,7 +148,11 @@ class _State:
     objects: list[LoadedObject] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
     versions: list[VersionProblem] = field(default_factory=list)
+    symbols: list[SymbolProblem] = field(default_factory=list)
     unloaded: set[int] = field(default_factory=set)  # rolled back by a failed dlopen
+    deps: dict[int, list[int]] = field(default_factory=dict)  # resolved DT_NEEDED, in order
+    global_scope: list[int] = field(default_factory=list)  # main, preloads, RTLD_GLOBAL groups
+    unjudged: list[tuple[str, str]] = field(default_factory=list)  # (phase, why) not bound
 
 
 class Namespace:
@@ -141,6 +176,7 @@ class Namespace:
             lib=platform.lib_token, platform=platform.platform_token, separators=":;",
         ) if ld_library_path else ()
         self.state = _State()
+        self.main: LoadedObject | None = None
 
     @property
     def objects(self) -> tuple[LoadedObject, ...]:
@@ -161,6 +197,16 @@ class Namespace:
     def version_problems(self) -> tuple[VersionProblem, ...]:
         """Every version requirement that failed so far."""
         return tuple(self.state.versions)
+
+    @property
+    def symbol_problems(self) -> tuple[SymbolProblem, ...]:
+        """Every object with undefined symbols found so far."""
+        return tuple(self.state.symbols)
+
+    @property
+    def unjudged(self) -> tuple[tuple[str, str], ...]:
+        """(phase, why) of each dlopen whose symbols could not be bound."""
+        return tuple(self.state.unjudged)
 
     def find_loaded(self, name: str) -> LoadedObject | None:
         """The loaded object a name refers to, as `_dl_name_match_p` plus the SONAME rule."""
@@ -183,11 +229,17 @@ class Namespace:
 
         if requester is None or requester.facts.runpath is None:
             chain = requester
+            did_main = False
             while chain is not None:
                 # An object with DT_RUNPATH has no DT_RPATH (elf/get-dynamic-info.h).
                 if chain.facts.rpath is not None and chain.facts.runpath is None:
                     dirs.extend(path_of(chain, chain.facts.rpath, Via.RPATH))
+                    did_main |= chain is self.main
                 chain = None if chain.loader is None else self.state.objects[chain.loader]
+            main = self.main
+            if (main is not None and not did_main and main.facts.rpath is not None
+                    and main.facts.runpath is None):
+                dirs.extend(path_of(main, main.facts.rpath, Via.RPATH))
         dirs.extend(self._ld_library_path)
         if requester is not None and requester.facts.runpath is not None:
             dirs.extend(path_of(requester, requester.facts.runpath, Via.RUNPATH))
@@ -325,6 +377,8 @@ class Namespace:
         """Resolve one name for `requester`, loading it if new. Appends the Request."""
         loaded = self.find_loaded(name)
         if loaded is not None:
+            if requester is not None:
+                state.deps.setdefault(requester.index, []).append(loaded.index)
             if name not in loaded.names:
                 state.objects[loaded.index] = _with_name(loaded, name)
             state.requests.append(Request(
@@ -348,28 +402,63 @@ class Namespace:
                     names=(name,), phase=phase)
                 state.objects.append(new)
                 target = new.index
+        if requester is not None and target is not None:
+            state.deps.setdefault(requester.index, []).append(target)
         state.requests.append(Request(
             requester=None if requester is None else requester.index, name=name,
             target=target, reused=found is not None and new is None, candidates=tuple(tried),
             error=error, phase=phase))
         return new
 
+    def start_process(self, main: str, preload: tuple[str, ...] = ()) -> bool:
+        """Load the interpreter `main` (a path in the root) as the main program.
+
+        Then `preload` (LD_PRELOAD, in order: names with a slash are paths) and the DT_NEEDED of
+        all of them, breadth-first, as rtld.c `dl_main` does; everything lands in the global
+        scope. True when everything loaded.
+        """
+        state = self.state
+        first_object = len(state.objects)
+        self._map(main, None, INTERPRETER, state)
+        if state.requests[-1].target is None:
+            return False
+        self.main = state.objects[state.requests[-1].target]
+        roots = [self.main.index]
+        for name in preload:
+            # A preload that cannot be loaded is ignored with a message (rtld.c do_preload):
+            # its request is kept under its own phase, and does not fail the process.
+            new = self._map(name, self.main, PRELOAD, state)
+            if new is not None:
+                roots.append(new.index)
+        return self._load_group(roots, first_object, len(state.requests), len(state.versions),
+                                INTERPRETER, rtld_global=True, keep=True)
+
     def dlopen(self, name: str, *, phase: str = "import", requester: int | None = None,
-               keep_on_failure: bool = False) -> bool:
+               keep_on_failure: bool = False, rtld_global: bool = False) -> bool:
         """Load `name` and its dependencies breadth-first; True when everything loaded.
 
         `requester` is the object that calls dlopen (its search path applies). A failed load is
-        rolled back unless `keep_on_failure`, but its requests and version problems are kept.
+        rolled back unless `keep_on_failure`, but its requests and problems are kept. When
+        everything loaded, the new objects' undefined symbols are bound (RTLD_NOW); with
+        `rtld_global` the group joins the global scope.
         """
         state = self.state
         first_object = len(state.objects)
         first_request = len(state.requests)
         first_version = len(state.versions)
         caller = None if requester is None else state.objects[requester]
-        if self._map(name, caller, phase, state) is None and (
-            state.requests[-1].target is None
-        ):
+        self._map(name, caller, phase, state)
+        root = state.requests[-1].target
+        if root is None:
             return False
+        return self._load_group([root], first_object, first_request, first_version, phase,
+                                rtld_global=rtld_global, keep=keep_on_failure)
+
+    def _load_group(  # noqa: PLR0913 - where this dlopen's records start, and its flags
+        self, roots: list[int], first_object: int, first_request: int, first_version: int,
+        phase: str, *, rtld_global: bool, keep: bool,
+    ) -> bool:
+        state = self.state
         queue = list(range(first_object, len(state.objects)))
         while queue:
             obj = state.objects[queue.pop(0)]
@@ -380,9 +469,68 @@ class Namespace:
         self._check_versions(range(first_object, len(state.objects)), phase)
         failed = any(r.target is None for r in state.requests[first_request:]) or any(
             v.fatal for v in state.versions[first_version:])
-        if failed and not keep_on_failure:
-            state.unloaded.update(range(first_object, len(state.objects)))
-        return not failed
+        if failed:
+            if not keep:
+                state.unloaded.update(range(first_object, len(state.objects)))
+            return False
+        group = self._search_list(roots)
+        first_symbol = len(state.symbols)
+        self._bind(range(first_object, len(state.objects)), group, phase)
+        if rtld_global:
+            state.global_scope.extend(i for i in group if i not in state.global_scope)
+        return len(state.symbols) == first_symbol
+
+    def _search_list(self, roots: list[int]) -> list[int]:
+        """The dlopen's local scope: its roots and their dependencies, breadth-first, once each."""
+        order = list(dict.fromkeys(roots))
+        seen = set(order)
+        at = 0
+        while at < len(order):
+            for dep in self.state.deps.get(order[at], ()):
+                if dep not in seen:
+                    seen.add(dep)
+                    order.append(dep)
+            at += 1
+        return order
+
+    def _bind(self, new: range, group: list[int], phase: str) -> None:
+        """Bind the undefined symbols of the objects in `new` against global + `group`."""
+        state = self.state
+        scope = list(dict.fromkeys((*state.global_scope, *group)))
+        unknown = [state.objects[i] for i in scope if state.objects[i].facts.symbols is None]
+        if unknown:
+            if any(_references(state.objects[i]) for i in new):
+                state.unjudged.append((phase, f"{unknown[0].path} has no symbol table to read"))
+            return
+        keys: set[int] = set()
+        for index in scope:
+            symbols = state.objects[index].facts.symbols
+            if symbols is not None:
+                keys |= symbols.keys
+        in_scope = set(scope)
+        for index in new:
+            symbols = state.objects[index].facts.symbols
+            if symbols is None:
+                continue
+            unbound = tuple(ref for ref in symbols.undefined
+                            if not reference_binds(ref, keys) and not self._python_api(ref))
+            if not unbound:
+                continue
+            elsewhere = tuple(
+                o.index for o in self.objects
+                if o.index not in in_scope and o.facts.symbols is not None
+                and any(reference_binds(ref, o.facts.symbols.keys) for ref in unbound))
+            state.symbols.append(SymbolProblem(requester=index, symbols=unbound, phase=phase,
+                                               defined_elsewhere=elsewhere))
+
+    def _python_api(self, reference: str) -> bool:
+        """True for the interpreter's C API when no interpreter is modelled to define it.
+
+        An extension module leaves `Py*`/`_Py*` undefined for the interpreter that imports it
+        (PEP 3149 extension modules; PEP 384's limited API); without the interpreter's own
+        symbol table they are taken as defined rather than reported.
+        """
+        return self.main is None and reference.startswith(("Py", "_Py"))
 
     def _check_versions(self, new: range, phase: str) -> None:
         for index in new:
@@ -399,6 +547,11 @@ class Namespace:
                 self.state.versions.append(VersionProblem(
                     requester=index, provider=provider.index, file=need.file,
                     version=need.name, weak=need.weak, phase=phase, fatal=bool(defs)))
+
+
+def _references(obj: LoadedObject) -> tuple[str, ...]:
+    """The object's undefined references that must bind (none when its symbols are unknown)."""
+    return obj.facts.symbols.undefined if obj.facts.symbols is not None else ()
 
 
 def _with_name(obj: LoadedObject, name: str) -> LoadedObject:

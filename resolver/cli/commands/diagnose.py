@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,67 +28,120 @@ if TYPE_CHECKING:
     from resolver.target.rootfs import RootFS
 
 __all__ = [
+    "Probed",
     "Source",
     "detect_python_site",
     "exit_code_of",
+    "interpreter_argv",
     "make_source",
     "match_fixes",
+    "probe_interpreter",
     "register",
     "run_diagnose",
 ]
 
 
-def detect_python_site(python: str) -> tuple[str, tuple[str, ...], str]:
-    """Ask an interpreter where its torch is (without importing torch) and what sys.path is."""
-    probe = ("import importlib.util, json, sys; s = importlib.util.find_spec('torch'); "
-             "print(json.dumps({'torch': s.origin if s else None, 'path': sys.path, "
-             "'version': '%d.%d' % sys.version_info[:2]}))")
+# The maps are read before anything else is imported: what they list is the process as site.py
+# left it (the probe's own json import would add `_json`).
+_PROBE = (
+    "import os, sys\n"
+    "maps = []\n"
+    "try:\n"
+    "    maps = [l.split(None, 5)[5].strip() for l in open('/proc/self/maps') if "
+    "len(l.split(None, 5)) == 6]\n"
+    "except OSError: pass\n"
+    "import importlib.util, json\n"
+    "s = importlib.util.find_spec('torch')\n"
+    "print(json.dumps({'torch': s.origin if s else None, 'path': sys.path, "
+    "'version': '%d.%d' % sys.version_info[:2], 'executable': os.path.realpath(sys.executable), "
+    "'maps': sorted(set(m for m in maps if '.so' in os.path.basename(m)))}))"
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Probed:
+    """What an interpreter said of itself (host paths; under qemu -L, with the root's prefix)."""
+
+    site: str | None  # where its torch is; None when it has none
+    sys_path: tuple[str, ...]
+    version: str
+    executable: str
+    loaded: tuple[str, ...]  # shared objects mapped at start (its own and site's imports)
+
+
+def probe_interpreter(argv: tuple[str, ...], python: str) -> Probed:
+    """Run `argv` (an interpreter, maybe under qemu-user) and ask it about itself.
+
+    Exits 2 when it cannot run or does not answer.
+    """
     try:
-        done = subprocess.run([python, "-c", probe], capture_output=True, text=True,
-                              check=False, timeout=60)
+        done = subprocess.run([*argv, "-c", _PROBE], capture_output=True, text=True,
+                              check=False, timeout=120)
     except (OSError, subprocess.SubprocessError) as err:
         raise fail(f"{python}: cannot run this interpreter ({err})") from None
     try:
         info = json.loads(done.stdout.strip().splitlines()[-1])
         torch = info["torch"]
-        sys_path, version = [str(p) for p in info["path"]], str(info["version"])
+        probed = Probed(
+            site=str(Path(torch).parent.parent) if torch else None,
+            sys_path=tuple(str(p) for p in info["path"] if p), version=str(info["version"]),
+            executable=str(info["executable"]), loaded=tuple(str(m) for m in info["maps"]))
     except (ValueError, IndexError, KeyError, TypeError):
         said = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise fail(f"{python}: cannot ask it where torch is (exit {done.returncode}: "
                    f"{said})") from None
-    if not torch:
+    return probed
+
+
+def detect_python_site(python: str) -> tuple[str, tuple[str, ...], str]:
+    """Ask an interpreter where its torch is (without importing torch) and what sys.path is."""
+    probed = probe_interpreter((python,), python)
+    if probed.site is None:
         raise fail(f"{python}: this interpreter has no torch installed")
-    site = str(Path(torch).parent.parent)
-    return site, tuple(p for p in sys_path if p), version
+    return probed.site, probed.sys_path, probed.version
+
+
+def _split_list(value: str | None) -> tuple[str, ...]:
+    """A colon-separated list (LD_PRELOAD also takes spaces), empty entries dropped."""
+    if not value:
+        return ()
+    return tuple(p for p in re.split(r"[:\s]", value) if p)
 
 
 def make_source(
     *, python: str | None, site_packages: Path | None, wheel: Path | None, root: Path | None,
     ld_library_path: str | None, gpu_arch: str | None, no_cache: bool,
     fixture: str | None = None, torch_fixture: str | None = None,
+    sys_path: str | None = None, ld_preload: str | None = None, preloaded: str | None = None,
 ) -> Source:
-    """Decide what to diagnose from the options and the live host; exits 2 on bad usage."""
+    """Decide what to diagnose from the options and the live host; exits 2 on bad usage.
+
+    `sys_path`, `ld_preload` and `preloaded` are lists as the target sees them (paths in the
+    root); `python` for another root is a path inside it.
+    """
     from resolver.elf.cache import default_cache_path  # noqa: PLC0415
 
-    chosen = [name for name, value in (("--python", python), ("--site-packages", site_packages),
-                                       ("--wheel", wheel), ("--torch-fixture", torch_fixture))
-              if value is not None]
-    if len(chosen) > 1:
-        raise fail("give one of --python, --site-packages, --wheel, --torch-fixture "
-                   f"(got {' and '.join(chosen)})")
-    if fixture is not None and root is not None:
-        raise fail("give --root or --fixture, not both")
+    _check_choice(python=python, site_packages=site_packages, wheel=wheel,
+                  torch_fixture=torch_fixture, fixture=fixture, root=root)
     root = root or Path("/")
     live = os.path.abspath(root) == "/" and fixture is None
     if ld_library_path is None:
         ld_library_path = os.environ.get("LD_LIBRARY_PATH", "") if live else ""
     source = Source(root=str(root), fixture=fixture, torch_fixture=torch_fixture,
                     ld_library_path=ld_library_path, gpu_arch=parse_gpu_arch(gpu_arch),
-                    facts_cache=None if no_cache else default_cache_path())
+                    facts_cache=None if no_cache else default_cache_path(),
+                    sys_path=tuple(_in_root(root, p) for p in _split_list(sys_path)),
+                    ld_preload=_split_list(os.environ.get("LD_PRELOAD", "") if ld_preload is None
+                                           and live else ld_preload),
+                    preloaded=_split_list(preloaded))
     if wheel is not None:
         if not wheel.is_file():
             raise fail(f"--wheel {wheel}: no such file")
         return dataclasses.replace(source, wheel=str(wheel.resolve()))
+    if python is not None and not live:
+        source = _with_root_interpreter(source, root, python, fixture)
+        if site_packages is None:
+            return source
     if site_packages is not None:
         if not site_packages.is_dir():
             raise fail(f"--site-packages {site_packages}: not a directory")
@@ -95,24 +149,100 @@ def make_source(
     if torch_fixture is not None:
         return source
     if not live:
-        raise fail("give --site-packages, --wheel or --torch-fixture for another root "
-                   "(--python runs the interpreter here, so it needs the live root)")
+        raise fail("give --site-packages, --wheel, --torch-fixture or the root's --python for "
+                   "another root")
     return _with_interpreter(source, python or sys.executable)
 
 
+def _check_choice(*, python: str | None, site_packages: Path | None, wheel: Path | None,
+                  torch_fixture: str | None, fixture: str | None, root: Path | None) -> None:
+    """Exit 2 unless one torch is named (--python may go with --site-packages)."""
+    chosen = [name for name, value in (("--python", python), ("--site-packages", site_packages),
+                                       ("--wheel", wheel), ("--torch-fixture", torch_fixture))
+              if value is not None]
+    if len(chosen) > 1 and chosen != ["--python", "--site-packages"]:
+        raise fail("give one of --python, --site-packages, --wheel, --torch-fixture "
+                   f"(got {' and '.join(chosen)}; --python may go with --site-packages)")
+    if fixture is not None and root is not None:
+        raise fail("give --root or --fixture, not both")
+
+
+def _in_root(root: Path, path: str) -> str:
+    """A path as the target names it, as a host path (`root` + path)."""
+    if os.path.abspath(root) == "/":
+        return path
+    return str(root / path.lstrip("/"))
+
+
+def _with_root_interpreter(source: Source, root: Path, python: str, fixture: str | None
+                           ) -> Source:
+    """`source` with another root's interpreter: read as ELF always, run when it can be."""
+    if fixture is not None:
+        raise fail("--python with --fixture: a fixture's interpreter cannot be run; give "
+                   "--site-packages or --torch-fixture")
+    host = Path(python) if Path(python).is_relative_to(root.resolve()) else Path(
+        _in_root(root, python))
+    if not host.is_file():
+        raise fail(f"--python {python}: no such file in {root}")
+    argv, _why = interpreter_argv(root, host)
+    source = dataclasses.replace(source, interpreter=str(host))
+    if argv is None:
+        return source  # read as ELF only: sys.path and its torch from its prefix
+    probed = probe_interpreter(argv, python)
+    prefix = str(root.resolve()).rstrip("/") + "/"
+
+    def host_path(path: str) -> str:
+        return path if path.startswith(prefix) else _in_root(root, path)
+
+    site = None if probed.site is None else host_path(probed.site)
+    sys_path = source.sys_path or tuple(host_path(p) for p in probed.sys_path)
+    return dataclasses.replace(source, site=site, sys_path=sys_path)
+
+
+def interpreter_argv(root: Path, interpreter: Path) -> tuple[tuple[str, ...] | None, str]:
+    """How to run a root's interpreter here, or None and why it cannot run.
+
+    Another architecture runs under qemu-user; this one, in another root, would need chroot.
+    """
+    from resolver.elf.facts import machine_name  # noqa: PLC0415
+    from resolver.elf.reader import read_elf_facts  # noqa: PLC0415
+    from resolver.errors import InvalidElf  # noqa: PLC0415
+
+    try:
+        with interpreter.open("rb") as stream:
+            facts = read_elf_facts(stream, origin=str(interpreter))
+    except (OSError, InvalidElf) as err:
+        raise fail(f"--python {interpreter}: not an interpreter this tool can read ({err})"
+                   ) from None
+    machine = machine_name(facts.machine)
+    if machine == os.uname().machine:
+        return None, "an interpreter of this machine's architecture in another root needs chroot"
+    qemu = shutil.which(f"qemu-{machine}-static") or shutil.which(f"qemu-{machine}")
+    if qemu is None:
+        return None, f"no qemu-{machine}-static here"
+    return (qemu, "-L", str(root.resolve()), str(interpreter)), ""
+
+
 def _with_interpreter(source: Source, interpreter: str) -> Source:
-    """`source` with the torch, sys.path and version the live interpreter reports."""
+    """`source` with what the live interpreter reports.
+
+    That is its torch, sys.path, version, executable and the libraries it has loaded.
+    """
     from packaging.version import Version  # noqa: PLC0415
 
     from resolver.cli.result_cache import active_witness  # noqa: PLC0415
 
-    site, sys_path, version = detect_python_site(interpreter)
+    probed = probe_interpreter((interpreter,), interpreter)
+    if probed.site is None:
+        raise fail(f"{interpreter}: this interpreter has no torch installed")
     witness = active_witness()
     if witness is not None:
         # The interpreter's answer changes with its binary and what its sys.path folders hold.
-        for path in (shutil.which(interpreter) or interpreter, *sys_path):
+        for path in (shutil.which(interpreter) or interpreter, *probed.sys_path):
             witness.saw(os.path.realpath(path))
-    return dataclasses.replace(source, site=site, sys_path=sys_path, python=Version(version))
+    return dataclasses.replace(
+        source, site=probed.site, sys_path=probed.sys_path, python=Version(probed.version),
+        interpreter=probed.executable, preloaded=source.preloaded or probed.loaded)
 
 
 def run_diagnose(source: Source) -> tuple[Diagnosis, RootFS]:
@@ -175,6 +305,9 @@ def register(app: typer.Typer) -> None:
         fixture: opt.Fixture = None,
         torch_fixture: opt.TorchFixture = None,
         ld_library_path: opt.LdLibraryPath = None,
+        sys_path: opt.SysPath = None,
+        ld_preload: opt.LdPreload = None,
+        preloaded: opt.Preloaded = None,
         gpu_arch: opt.GpuArch = None,
         as_json: opt.Json = False,
         verbose: Annotated[int, typer.Option(
@@ -190,7 +323,8 @@ def register(app: typer.Typer) -> None:
             raise fail(f"-v: give it at most twice (-v or -vv), got {verbose}")
         source = make_source(python=python, site_packages=site_packages, wheel=wheel, root=root,
                              ld_library_path=ld_library_path, gpu_arch=gpu_arch,
-                             no_cache=no_cache, fixture=fixture, torch_fixture=torch_fixture)
+                             no_cache=no_cache, fixture=fixture, torch_fixture=torch_fixture,
+                             sys_path=sys_path, ld_preload=ld_preload, preloaded=preloaded)
         result, rootfs = guarded(debug, lambda: run_diagnose(source))
         fixes = guarded(debug, lambda: match_fixes(result, recipes))
         code = exit_code_of(result)

@@ -1,0 +1,147 @@
+"""The Python process a torch is imported in, as a root holds it: its interpreter and sys.path.
+
+Where no interpreter can be asked, both are derived from the site-packages directory the torch
+sits in, as CPython's own start-up would derive them:
+
+- the interpreter is `<prefix>/bin/pythonX.Y` for a `<prefix>/lib*/pythonX.Y/site-packages`,
+  the `home` of a venv's `pyvenv.cfg`, and `/usr/bin/pythonX.Y` for Debian's
+  `/usr/local/lib/pythonX.Y/dist-packages`; it must be an ELF file (a shell shim is not the
+  process), else there is none;
+- sys.path's site directories are those of `site.getsitepackages()` for the prefix: platlib
+  (`lib64`) before purelib (`lib`) where they differ (Lib/site.py, `sys.platlibdir`), Debian's
+  three dist-packages directories, and the directories named by the `.pth` files in each
+  (Lib/site.py `addpackage`: a line is a path relative to the directory, a line starting with
+  `import` is code and is skipped here, `#` starts a comment).
+
+User site directories are not guessed (the user is unknown); give them with `--sys-path`.
+Nothing here runs anything: asking a live interpreter is the CLI's business.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import TYPE_CHECKING
+
+from resolver.elf.reader import ELF_MAGIC
+
+if TYPE_CHECKING:
+    from resolver.target.rootfs import RootFS
+
+__all__ = ["default_interpreter", "find_interpreter", "site_sys_path", "split_site"]
+
+_SITE = re.compile(
+    r"^(?P<prefix>.*?)/(?P<lib>lib|lib64)/python(?P<version>\d+\.\d+)/(?P<kind>site|dist)-packages$")
+_DEBIAN_SHARED = re.compile(r"^(?P<prefix>/usr(?:/local)?)/lib/python3/dist-packages$")
+_MAX_PTH_LINES = 1000
+
+
+def split_site(site: str) -> tuple[str, str | None]:
+    """(prefix, "X.Y") of a site directory; the version is None for Debian's `python3`."""
+    site = site.rstrip("/") or "/"
+    match = _SITE.match(site)
+    if match:
+        return match.group("prefix") or "/", match.group("version")
+    shared = _DEBIAN_SHARED.match(site)
+    if shared:
+        return shared.group("prefix"), None
+    return posixpath.dirname(site), None
+
+
+def _is_elf(rootfs: RootFS, path: str) -> bool:
+    resolved = rootfs.resolve(path)
+    if not resolved.ok or resolved.real is None or rootfs.kind_of(resolved.real) != "file":
+        return False
+    return rootfs.read_bytes(resolved.real, 4) == ELF_MAGIC
+
+
+def _venv_home(rootfs: RootFS, prefix: str) -> str | None:
+    text = rootfs.read_text(posixpath.join(prefix, "pyvenv.cfg"), 65536)
+    if text is None:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "home":
+            return value.strip()
+    return None
+
+
+def find_interpreter(rootfs: RootFS, site: str) -> str | None:
+    """The interpreter that imports from `site` (a path in the root), None when not found.
+
+    The first candidate that is an ELF file, in this order: the prefix's `bin/pythonX.Y`,
+    `bin/python3`, `bin/python`; a venv's `home` with the same names; for `/usr/local`,
+    `/usr/bin`'s (Debian's python puts `/usr/local/lib/pythonX.Y/dist-packages` on sys.path).
+    """
+    prefix, version = split_site(site)
+    names = [f"python{version}"] if version else []
+    names += ["python3", "python"]
+    dirs = [posixpath.join(prefix, "bin")]
+    home = _venv_home(rootfs, prefix)
+    if home is not None and home.startswith("/"):
+        dirs.append(home)
+    if prefix == "/usr/local":
+        dirs.append("/usr/bin")
+    for directory in dirs:
+        for name in names:
+            path = posixpath.join(directory, name)
+            if _is_elf(rootfs, path):
+                return path
+    return None
+
+
+def default_interpreter(rootfs: RootFS) -> str | None:
+    """The root's `/usr/bin/python3` when it is an ELF file (what would import a wheel)."""
+    return "/usr/bin/python3" if _is_elf(rootfs, "/usr/bin/python3") else None
+
+
+def _pth_dirs(rootfs: RootFS, site: str) -> list[str]:
+    """The directories `.pth` files in `site` add, in file-name order (Lib/site.py)."""
+    found: list[str] = []
+    for name in sorted(rootfs.list_dir(site)):
+        if not name.endswith(".pth") or name.startswith("."):
+            continue
+        text = rootfs.read_text(posixpath.join(site, name), 1 << 20) or ""
+        for raw in text.splitlines()[:_MAX_PTH_LINES]:
+            line = raw.rstrip()
+            if not line or line.startswith(("#", "import ", "import\t")):
+                continue
+            path = posixpath.normpath(posixpath.join(site, line))
+            if rootfs.resolve(path).ok and path not in found:
+                found.append(path)
+    return found
+
+
+def site_sys_path(rootfs: RootFS, site: str, version: str | None = None) -> tuple[str, ...]:
+    """The site directories of sys.path for the interpreter that imports from `site`.
+
+    `version` ("X.Y") is used when the site's path does not say it. `site` is always included
+    (first when CPython would not list it: it is where the user says torch is); each directory
+    is followed by what its `.pth` files add.
+    """
+    prefix, site_version = split_site(site)
+    version = site_version or version
+    dirs: list[str] = []
+    if version is not None:
+        prefixes = [prefix]
+        if prefix in ("/usr", "/usr/local"):
+            prefixes = ["/usr/local", "/usr"]
+        for top in prefixes:
+            dirs += [f"{top}/lib64/python{version}/site-packages",
+                     f"{top}/lib/python{version}/site-packages"]
+        if prefix in ("/usr", "/usr/local"):
+            dirs += [f"/usr/local/lib/python{version}/dist-packages",
+                     "/usr/lib/python3/dist-packages", f"/usr/lib/python{version}/dist-packages"]
+    clean = site.rstrip("/") or "/"
+    if clean not in dirs:
+        dirs.insert(0, clean)
+    seen: set[str] = set()
+    result: list[str] = []
+    for directory in dirs:
+        real = rootfs.resolve(directory).real
+        if real is None or real in seen or rootfs.kind_of(real) != "dir":
+            continue
+        seen.add(real)
+        result.append(directory)
+        result += [d for d in _pth_dirs(rootfs, directory) if d not in result]
+    return tuple(result)
