@@ -17,9 +17,11 @@ from packaging.version import Version
 
 from resolver.errors import InvalidLdCache, RootFsError
 from resolver.findings.derive import (
+    cpu_only_findings,
     cudnn_findings,
     driver_findings,
     gpu_findings,
+    gpu_undetermined_findings,
     load_findings,
 )
 from resolver.findings.model import (
@@ -96,6 +98,11 @@ class Diagnosis:
     def blocks_import(self) -> bool:
         """True when `import torch` will fail."""
         return any(f.severity is Severity.BLOCKS_IMPORT for f in self.findings)
+
+    @property
+    def cuda_unusable(self) -> bool:
+        """True when torch imports (or not) but no CUDA work can run."""
+        return any(f.severity is Severity.CUDA_UNUSABLE for f in self.findings)
 
 
 def read_loader_config(rootfs: RootFS, platform: Platform
@@ -261,12 +268,14 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
     # torch's own GPU code decides whether torch runs on the target GPU; NVIDIA's libraries of
     # a CUDA release cover that release's GPUs and may carry code kinds (LTO-IR) we do not read.
     own = tuple(o for o in live if o.path.startswith(posixpath.join(site, "torch") + "/"))
-    if platform.gpu_arch is not None:
+    if platform.gpu_arch is not None or platform.gpu_candidates:
         from resolver.elf.fatbin import find_kernel_for  # noqa: PLC0415
 
         findings += gpu_findings(own, platform, find_kernel_for)
+        findings += gpu_undetermined_findings(own, platform, find_kernel_for)
     findings += cudnn_findings(torch, live, _cudnn_version(rootfs, platform))
-    findings += driver_findings(torch, platform.driver)
+    findings += driver_findings(torch, platform.driver, platform.driver_cuda)
+    findings += cpu_only_findings(torch, platform)
     if wheel_tags is None:
         wheel_tags = ()
         for name in sorted(rootfs.list_dir(site)):

@@ -460,6 +460,16 @@ def ensure_torch_arm_wheel(data_dir: Path) -> Path:
     )
 
 
+def ensure_torch_arm_cpu_wheel(data_dir: Path) -> Path:
+    """PyPI's torch 2.9.1 aarch64 cp311 wheel: a CPU-only build (`torch.version.cuda` None)."""
+    return _pip_download_wheel(
+        data_dir / "arm",
+        "torch-2.9.1-cp311-*aarch64.whl",
+        [*_ARM_CP311_PINS, "torch==2.9.1"],
+        what="torch 2.9.1 aarch64 cp311 wheel",
+    )
+
+
 def ensure_cudart_arm_wheel(data_dir: Path) -> Path:
     """nvidia-cuda-runtime 13.0.96 for aarch64 (2 MB): a real wheel for a local wheelhouse."""
     return _pip_download_wheel(

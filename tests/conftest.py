@@ -35,6 +35,7 @@ NETWORK_FIXTURES = frozenset({
     "cuda_venv_lacking",
     "arm_wheelhouse",
     "thor_root_complete",
+    "torch_arm_cpu_wheel",
 })
 
 
@@ -200,3 +201,9 @@ def thor_root_complete(data_dir: Path, arm_wheelhouse: Path) -> Path:
     if os.geteuid() != 0:
         pytest.skip("building the root's ld.so.cache runs its ldconfig -r, which chroots")
     return _get(lambda: _data.ensure_thor_root_complete(data_dir, arm_wheelhouse))
+
+
+@pytest.fixture(scope="session")
+def torch_arm_cpu_wheel(data_dir: Path) -> Path:
+    """PyPI's torch 2.9.1 aarch64 cp311 wheel, a CPU-only build."""
+    return _get(lambda: _data.ensure_torch_arm_cpu_wheel(data_dir))

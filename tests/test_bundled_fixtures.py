@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 from cli_helpers import assert_golden, run_cli, subjects, validate
+from packaging.version import Version
 
 from resolver.fixture.catalog import bundled_fixtures, find_fixture
 from resolver.fixture.model import parse_fixture_dir
+from resolver.target.platform import find_jetson_release, jetson_releases
 
 TOP = Path(__file__).resolve().parent.parent
 
@@ -104,6 +108,32 @@ def test_cpu_torch_loads_on_thor_and_check_says_so(tmp_path: Path) -> None:
     assert {f["soname"] for f in thor["blocking"]} >= {"libnccl.so.2", "libcupti.so.13"}
 
 
+def test_check_requires_cuda_of_a_cuda_build_and_import_of_a_cpu_build(tmp_path: Path) -> None:
+    # The CPU build on Thor: CUDA is unusable (a finding of its own severity), but a CPU build
+    # is checked for the import only, unless --require cuda.
+    cpu = ("check", "--fixture", "thor-jp7.0", "--torch-fixture", "torch-2.9.1-aarch64-cpu")
+    relaxed = run_cli(*cpu, "--json")
+    assert relaxed.code == 0
+    validate("check", relaxed.json())
+    [thor] = relaxed.json()["fixtures"]
+    assert (thor["required"], thor["passed"]) == ("import", True)
+    assert [f["kind"] for f in thor["cuda_unusable"]] == ["cpu-only-torch"]
+    strict = run_cli(*cpu, "--require", "cuda", "--junit", str(tmp_path / "cuda.xml"))
+    assert strict.code == 1
+    report = (tmp_path / "cuda.xml").read_text()
+    assert 'failures="1"' in report and 'type="cuda-unusable"' in report
+    assert "CPU-only build" in report
+    # The CUDA build on Orin (driver 540, CUDA 13 needs 580): required to run CUDA by default;
+    # --require import still fails it, on what blocks the import.
+    orin = ("check", "--fixture", "orin-jp6.2", "--torch-fixture", "torch-2.11.0-aarch64")
+    document = run_cli(*orin, "--json").json()
+    [fixture] = document["fixtures"]
+    assert fixture["required"] == "cuda" and not fixture["passed"]
+    assert [f["kind"] for f in fixture["cuda_unusable"]] == ["driver-too-old"]
+    assert run_cli(*orin, "--require", "import").code == 1
+    assert run_cli(*orin, "--require", "gpu").code == 2
+
+
 def test_bundled_fixtures_name_no_path_of_the_machine_that_made_them() -> None:
     for path in (TOP / "fixtures").rglob("*"):
         if path.is_file():
@@ -158,3 +188,52 @@ def test_record_takes_the_gpu_as_diagnose_does(tmp_path: Path) -> None:
                   "sm_110")
     assert run.code == 0, run.stderr
     assert parse_fixture_dir(tmp_path / "fx").manifest.gpu_arch == 110
+
+
+def _orin_as(tmp_path: Path, tegra_release: str) -> Path:
+    """The bundled Orin fixture, its GPU not recorded and its L4T release replaced."""
+    copy = tmp_path / "orin-as"
+    shutil.copytree(TOP / "fixtures" / "orin-jp6.2", copy)
+    manifest = copy / "manifest.toml"
+    manifest.write_text(manifest.read_text().replace("gpu_arch = 87\n", ""))
+    files = json.loads((copy / "files.json").read_text())
+    files["entries"]["/etc/nv_tegra_release"]["text"] = tegra_release
+    (copy / "files.json").write_text(json.dumps(files))
+    return copy
+
+
+def test_a_release_on_several_gpus_says_so_and_gpu_arch_decides(tmp_path: Path) -> None:
+    # L4T R35 (JetPack 5) runs on Xavier (sm_72) and Orin (sm_87); torch 2.11.0's CUDA 13
+    # code covers sm_87 only, and R35's driver runs CUDA 11.4.
+    fixture = _orin_as(tmp_path, "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: "
+                                 "t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023\n")
+    run = run_cli("diagnose", "--fixture", str(fixture), "--torch-fixture",
+                  "torch-2.11.0-aarch64", "--json")
+    document = run.json()
+    validate("diagnose", document)
+    assert document["target"]["gpu_arch"] is None
+    [undetermined] = [f for f in document["findings"] if f["kind"] == "gpu-undetermined"]
+    assert (undetermined["candidates"], undetermined["covered"]) == ([72, 87], [87])
+    assert undetermined["severity"] == "info"
+    [driver] = [f for f in document["findings"] if f["kind"] == "driver-too-old"]
+    assert (driver["driver"], driver["driver_cuda"], driver["severity"]) == (
+        None, "11.4", "cuda-unusable")
+    xavier = run_cli("diagnose", "--fixture", str(fixture), "--torch-fixture",
+                     "torch-2.11.0-aarch64", "--json", "--gpu-arch", "72").json()
+    assert not [f for f in xavier["findings"] if f["kind"] == "gpu-undetermined"]
+    no_kernel = [f for f in xavier["findings"] if f["kind"] == "no-kernel-for-gpu"]
+    assert no_kernel and {f["severity"] for f in no_kernel} == {"cuda-unusable"}
+    assert {f["gpu_arch"] for f in no_kernel} == {72}
+
+
+def test_the_release_table_covers_r32_to_r39() -> None:
+    releases = jetson_releases()
+    assert {r.l4t.major for r in releases} == {32, 34, 35, 36, 38, 39}
+    assert all(set(r.gpus) <= {53, 62, 72, 87, 110} and r.gpus for r in releases)
+    assert all(r.cuda is not None and r.driver_dir for r in releases)
+    thor = find_jetson_release(Version("38.2"))
+    assert thor is not None and (thor.gpus, str(thor.driver), str(thor.cuda)) == (
+        (110,), "580", "13.0")
+    nano = find_jetson_release(Version("32.7.1"))
+    assert nano is not None and nano.gpu_arch is None and 53 in nano.gpus
+    assert str(nano.cuda) == "10.2" and nano.jetpack == Version("4.6.1")

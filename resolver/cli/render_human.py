@@ -49,6 +49,7 @@ Line = tuple[tuple[str, str], ...]
 
 _MARKS = {
     Severity.BLOCKS_IMPORT: ("✗", "bold red"),
+    Severity.CUDA_UNUSABLE: ("✗", "bold magenta"),
     Severity.BREAKS_FEATURE: ("!", "bold yellow"),
     Severity.INFO: ("·", "blue"),
 }
@@ -114,11 +115,17 @@ def _count(number: int, one: str, many: str) -> str:
 
 def _verdict(result: Diagnosis) -> Line:
     blocking = [f for f in result.findings if f.severity is Severity.BLOCKS_IMPORT]
+    no_cuda = [f for f in result.findings if f.severity is Severity.CUDA_UNUSABLE]
     later = [f for f in result.findings if f.severity is Severity.BREAKS_FEATURE]
     tail = f"; {_count(len(later), 'breaks', 'break')} a feature later" if later else ""
+    if no_cuda:
+        tail = f"; {_count(len(no_cuda), 'makes', 'make')} CUDA unusable{tail}"
     if blocking:
         return _line(("✗ import torch will fail", "bold red"),
                      f": {_count(len(blocking), 'blocks', 'block')} it{tail}")
+    if no_cuda:
+        return _line(("✗ import torch will load, but CUDA is unusable", "bold magenta"),
+                     tail.replace(";", ":", 1))
     if later:
         return _line(("! import torch will load", "bold yellow"), tail.replace(";", ",", 1))
     return _line(("✓ import torch will load", "bold green"), ", and nothing breaks later")
@@ -264,16 +271,28 @@ def render_diagnosis(  # noqa: PLR0913 - three inputs, then keyword-only display
                          labels=(fixture, torch_fixture), fixes=fixes))
 
 
-def render_check(results: list[tuple[str, Diagnosis, float]], input_name: str) -> None:
-    """One line per fixture: whether `import torch` loads, what blocks it, what breaks later."""
+def render_check(results: list[tuple[str, Diagnosis, float]], input_name: str,
+                 require: str | None = None) -> None:
+    """One line per fixture: whether it passes what is required, and what stops it."""
+    from resolver.cli.commands.check import required_of  # noqa: PLC0415
+
     lines: list[Line] = [_line(("jetson-resolve check: ", "bold"), input_name), ()]
     width = max((len(name) for name, _, _ in results), default=0)
     for name, result, _ in results:
         blocking = [f.subject for f in result.findings if f.severity is Severity.BLOCKS_IMPORT]
+        no_cuda = [f.subject for f in result.findings if f.severity is Severity.CUDA_UNUSABLE]
         later = [f.subject for f in result.findings if f.severity is Severity.BREAKS_FEATURE]
-        verdict = ("✗ fails", "bold red") if blocking else ("✓ loads", "bold green")
-        lines.append(_line(f"{name:<{width}}  ", verdict,
+        required = required_of(result, require)
+        if blocking:
+            verdict = ("✗ fails", "bold red")
+        elif no_cuda:
+            verdict = (("✗ no CUDA", "bold red") if required == "cuda"
+                       else ("✓ loads (no CUDA)", "bold green"))
+        else:
+            verdict = ("✓ loads", "bold green")
+        lines.append(_line(f"{name:<{width}}  ", verdict, (f"  [requires {required}]", "dim"),
                            f"  blocked by: {name_list(blocking, 6)}" if blocking else "",
+                           f"  CUDA unusable: {name_list(no_cuda, 6)}" if no_cuda else "",
                            f"  breaks later: {name_list(later, 6)}" if later else ""))
     emit(lines)
 

@@ -164,18 +164,23 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,  # noqa
     }
 
 
-def check_json(results: list[tuple[str, Diagnosis, float]], input_name: str, exit_code: int
-               ) -> dict[str, Any]:
-    """The `check` envelope: per fixture, whether `import torch` loads and the findings."""
+def check_json(results: list[tuple[str, Diagnosis, float]], input_name: str, exit_code: int,
+               require: str | None = None) -> dict[str, Any]:
+    """The `check` envelope: per fixture, what is required, whether it passed, the findings."""
+    from resolver.cli.commands.check import failing, required_of  # noqa: PLC0415
     from resolver.findings.model import Severity  # noqa: PLC0415
 
     return {
         "schema": SCHEMA_VERSION, "command": "check", "input": input_name,
         "exit_code": exit_code,
         "fixtures": [{
-            "fixture": name, "import_torch": "fails" if result.blocks_import else "loads",
+            "fixture": name, "required": required_of(result, require),
+            "passed": not failing(result, required_of(result, require)),
+            "import_torch": "fails" if result.blocks_import else "loads",
             "blocking": [finding_json(f) for f in result.findings
                          if f.severity is Severity.BLOCKS_IMPORT],
+            "cuda_unusable": [finding_json(f) for f in result.findings
+                              if f.severity is Severity.CUDA_UNUSABLE],
             "breaks_feature": [finding_json(f) for f in result.findings
                                if f.severity is Severity.BREAKS_FEATURE],
         } for name, result, _ in results],

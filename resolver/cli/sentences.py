@@ -11,9 +11,11 @@ from functools import singledispatch
 from typing import TYPE_CHECKING
 
 from resolver.findings.model import (
+    CpuOnlyTorch,
     CudnnTooOld,
     DriverTooOld,
     Finding,
+    GpuUndetermined,
     InvalidLibrary,
     LdSoCacheIgnored,
     MissingLibrary,
@@ -142,8 +144,28 @@ def _(finding: CudnnTooOld) -> str:
 
 @describe.register
 def _(finding: DriverTooOld) -> str:
+    if finding.driver is None:
+        return (f"the NVIDIA driver runs CUDA {finding.driver_cuda} at most; torch built with "
+                f"CUDA {finding.cuda} needs a {finding.needed_branch} driver or newer: torch "
+                "imports, but CUDA is unavailable")
     return (f"the NVIDIA driver is {finding.driver}; torch built with CUDA {finding.cuda} needs "
             f"{finding.needed_branch} or newer: torch imports, but CUDA is unavailable")
+
+
+@describe.register
+def _(finding: CpuOnlyTorch) -> str:
+    gpu = f" (sm_{finding.gpu_arch})" if finding.gpu_arch else ""
+    return (f"torch {finding.torch_version or '?'} is a CPU-only build (torch.version.cuda is "
+            f"None), and the target has an NVIDIA GPU{gpu} ({finding.evidence}): torch imports, "
+            "but torch.cuda.is_available() is False")
+
+
+@describe.register
+def _(finding: GpuUndetermined) -> str:
+    names = ", ".join(f"sm_{g}" for g in finding.candidates)
+    covered = ", ".join(f"sm_{g}" for g in finding.covered)
+    return (f"L4T R{finding.l4t} runs on several GPUs ({names}) and the root does not say "
+            f"which; torch carries code for {covered}. --gpu-arch names it")
 
 
 @describe.register

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 from packaging.version import InvalidVersion, Version
 
 from resolver.findings.model import (
+    CpuOnlyTorch,
     CudnnTooOld,
     DriverTooOld,
     FileElsewhere,
     Finding,
+    GpuUndetermined,
     InvalidLibrary,
     MissingLibrary,
     NoKernelForGpu,
@@ -42,9 +44,11 @@ if TYPE_CHECKING:
     from resolver.target.platform import Platform
 
 __all__ = [
+    "cpu_only_findings",
     "cudnn_findings",
     "driver_findings",
     "gpu_findings",
+    "gpu_undetermined_findings",
     "load_findings",
 ]
 
@@ -159,16 +163,66 @@ def gpu_findings(
     platform: Platform,
     find_kernel_for: Callable[[Iterable[GpuCode], int], GpuCode | None],
 ) -> tuple[NoKernelForGpu, ...]:
-    """`NoKernelForGpu` for each loaded library with GPU code but none for the target GPU."""
+    """`NoKernelForGpu` for each of torch's libraries with GPU code but none for the target GPU.
+
+    torch imports, but no kernel of its own can run: CUDA is unusable.
+    """
     if platform.gpu_arch is None:
         return ()
     return tuple(
-        NoKernelForGpu(severity=Severity.BREAKS_FEATURE, phases=("CUDA kernels",),
+        NoKernelForGpu(severity=Severity.CUDA_UNUSABLE, phases=("CUDA kernels",),
                        library=obj.path,
                        gpu_arch=platform.gpu_arch, codes=obj.facts.gpu_code)
         for obj in objects
         if obj.facts.gpu_code and find_kernel_for(obj.facts.gpu_code, platform.gpu_arch) is None
     )
+
+
+def gpu_undetermined_findings(
+    objects: Sequence[LoadedObject],
+    platform: Platform,
+    find_kernel_for: Callable[[Iterable[GpuCode], int], GpuCode | None],
+) -> tuple[Finding, ...]:
+    """Where the release runs on several GPUs and none is named: which of them torch covers.
+
+    Covering none of them is as sure as a named GPU: `NoKernelForGpu` for the first library,
+    for each candidate.
+    """
+    if platform.gpu_arch is not None or not platform.gpu_candidates or platform.l4t is None:
+        return ()
+    coded = [o for o in objects if o.facts.gpu_code]
+    if not coded:
+        return ()
+    covered = tuple(g for g in platform.gpu_candidates
+                    if all(find_kernel_for(o.facts.gpu_code, g) is not None for o in coded))
+    if not covered:
+        return tuple(
+            NoKernelForGpu(severity=Severity.CUDA_UNUSABLE, phases=("CUDA kernels",),
+                           library=coded[0].path, gpu_arch=g, codes=coded[0].facts.gpu_code)
+            for g in platform.gpu_candidates)
+    return (GpuUndetermined(severity=Severity.INFO, phases=(), l4t=platform.l4t,
+                            candidates=platform.gpu_candidates, covered=covered),)
+
+
+def cpu_only_findings(torch: TorchInstall | None, platform: Platform) -> tuple[CpuOnlyTorch, ...]:
+    """`CpuOnlyTorch` when torch has no CUDA and the target says it has an NVIDIA GPU.
+
+    The evidence is the first of: an L4T release (every Jetson has one), a driver's file
+    (`libcuda.so.<version>`), a GPU named with `--gpu-arch` or by a fixture.
+    """
+    if torch is None or torch.cuda is not None:
+        return ()
+    if platform.l4t is not None:
+        evidence = f"L4T R{platform.l4t}"
+    elif platform.driver is not None:
+        evidence = f"NVIDIA driver {platform.driver}"
+    elif platform.gpu_arch is not None:
+        evidence = f"GPU sm_{platform.gpu_arch}"
+    else:
+        return ()
+    return (CpuOnlyTorch(severity=Severity.CUDA_UNUSABLE, phases=("any CUDA work",),
+                         torch_version=torch.version, gpu_arch=platform.gpu_arch,
+                         evidence=evidence),)
 
 
 def pinned_cudnn(requires: Iterable[str]) -> Version | None:
@@ -208,17 +262,27 @@ def cudnn_findings(
 _MIN_DRIVER = {13: 580, 12: 525, 11: 450}
 
 
-def driver_findings(torch: TorchInstall | None, driver: Version | None
-                    ) -> tuple[DriverTooOld, ...]:
-    """`DriverTooOld` when the target's driver branch is older than torch's CUDA needs."""
-    if torch is None or torch.cuda is None or driver is None:
+def driver_findings(torch: TorchInstall | None, driver: Version | None,
+                    driver_cuda: Version | None = None) -> tuple[DriverTooOld, ...]:
+    """`DriverTooOld` when the target's driver is older than torch's CUDA needs.
+
+    The driver branch decides when it is known; else the newest CUDA the driver runs (a Jetson
+    release's own CUDA): a newer CUDA major cannot run on it.
+    """
+    if torch is None or torch.cuda is None or (driver is None and driver_cuda is None):
         return ()
     try:
         cuda = Version(torch.cuda)
     except InvalidVersion:
         return ()
     needed = _MIN_DRIVER.get(cuda.major)
-    if needed is None or driver.major >= needed:
+    if needed is None:
         return ()
-    return (DriverTooOld(severity=Severity.BREAKS_FEATURE, phases=("any CUDA work",),
-                         driver=driver, needed_branch=needed, cuda=cuda),)
+    if driver is not None:
+        if driver.major >= needed:
+            return ()
+    elif driver_cuda is None or driver_cuda.major >= cuda.major:
+        return ()
+    return (DriverTooOld(severity=Severity.CUDA_UNUSABLE, phases=("any CUDA work",),
+                         driver=driver, needed_branch=needed, cuda=cuda,
+                         driver_cuda=driver_cuda),)

@@ -23,10 +23,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CAUSE_ORDER",
+    "CpuOnlyTorch",
     "CudnnTooOld",
     "DriverTooOld",
     "FileElsewhere",
     "Finding",
+    "GpuUndetermined",
     "InvalidLibrary",
     "LdSoCacheIgnored",
     "LibraryFinding",
@@ -45,9 +47,14 @@ __all__ = [
 
 
 class Severity(enum.Enum):
-    """How much a finding hurts (DESIGN.md, "Severities of a finding")."""
+    """How much a finding hurts (DESIGN.md, "Severities of a finding"), worst first.
+
+    CUDA_UNUSABLE: torch imports, but no CUDA work can run (a CPU-only build on a machine with
+    an NVIDIA GPU, no code for the GPU, a driver too old for torch's CUDA).
+    """
 
     BLOCKS_IMPORT = "blocks-import"
+    CUDA_UNUSABLE = "cuda-unusable"
     BREAKS_FEATURE = "breaks-feature"
     INFO = "info"
 
@@ -236,17 +243,51 @@ class CudnnTooOld(Finding):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DriverTooOld(Finding):
-    """The target's NVIDIA driver branch is older than torch's CUDA needs."""
+    """The target's NVIDIA driver is older than torch's CUDA needs."""
 
     kind: ClassVar[str] = "driver-too-old"
-    driver: Version  # the driver version or branch (`540`, `575.57.08`)
+    driver: Version | None  # the driver version or branch (`540`, `575.57.08`), when known
     needed_branch: int  # the oldest branch the CUDA major runs on
     cuda: Version  # torch.version.cuda
+    # The newest CUDA the driver runs (a Jetson release's own CUDA), when that is what is known.
+    driver_cuda: Version | None = None
 
     @property
     def subject(self) -> str:
-        """`driver <version>`."""
+        """`driver <version>`, or the CUDA it supports."""
+        if self.driver is None:
+            return f"driver for CUDA {self.driver_cuda}"
         return f"driver {self.driver}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CpuOnlyTorch(Finding):
+    """A torch built without CUDA (`torch.version.cuda` is None) on a machine with an NVIDIA GPU."""
+
+    kind: ClassVar[str] = "cpu-only-torch"
+    torch_version: str | None
+    gpu_arch: int | None  # the target GPU, when known
+    evidence: str  # what says the target has one ("L4T R36.4", "driver 575.57.08", "--gpu-arch")
+
+    @property
+    def subject(self) -> str:
+        """`torch <version>`."""
+        return f"torch {self.torch_version or '?'}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuUndetermined(Finding):
+    """The target's release runs on several GPUs and nothing in the root says which."""
+
+    kind: ClassVar[str] = "gpu-undetermined"
+    l4t: Version
+    candidates: tuple[int, ...]  # sm_XY as 10*X+Y, of each module the release runs on
+    covered: tuple[int, ...]  # those torch's own libraries carry code for
+
+    @property
+    def subject(self) -> str:
+        """`L4T <release>`."""
+        return f"L4T {self.l4t}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,8 +309,10 @@ class LdSoCacheIgnored(Finding):
 # then what the loader cannot find (DESIGN.md; issue "a report people read first").
 CAUSE_ORDER: tuple[type[Finding], ...] = (
     WheelTagMismatch,
+    CpuOnlyTorch,
     DriverTooOld,
     NoKernelForGpu,
+    GpuUndetermined,
     WrongArchitecture,
     InvalidLibrary,
     MissingLibrary,

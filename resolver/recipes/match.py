@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from resolver.findings.model import (
+    CpuOnlyTorch,
     CudnnTooOld,
     DriverTooOld,
     MissingLibrary,
@@ -152,7 +153,7 @@ def wanted_by(finding: Finding) -> str | None:
         wanted = finding.pattern
     elif isinstance(finding, DriverTooOld):
         wanted = "libcuda.so.1"
-    elif isinstance(finding, WheelTagMismatch | NoKernelForGpu):
+    elif isinstance(finding, WheelTagMismatch | NoKernelForGpu | CpuOnlyTorch):
         wanted = "torch"
     return wanted
 

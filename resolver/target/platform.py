@@ -59,17 +59,24 @@ _PLATFORM_NAMES = {
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JetsonRelease:
-    """One L4T release: its JetPack, the GPU it runs on and the driver branch it ships."""
+    """One L4T release: its JetPack, the GPUs it runs on and the driver it ships."""
 
     l4t: Version
     jetpack: Version
     jetpack_label: str  # as NVIDIA writes it ("6.0 DP")
-    gpu_arch: int | None  # sm_XY as 10*X+Y
-    driver: Version | None
+    gpus: tuple[int, ...]  # sm_XY as 10*X+Y of every module the release runs on
+    driver: Version | None  # the driver branch, when known
+    cuda: Version | None  # the CUDA release it ships: the newest its driver runs
+    driver_dir: str | None  # where libcuda.so.1 lives
+
+    @property
+    def gpu_arch(self) -> int | None:
+        """The GPU, when the release runs on one kind only."""
+        return self.gpus[0] if len(self.gpus) == 1 else None
 
 
 def parse_jetson_releases(text: str) -> tuple[JetsonRelease, ...]:
-    """The releases of `jetson_releases.json`, most specific L4T first.
+    """The releases of `jetson_releases.json`, oldest first.
 
     Raises:
         ValueError: the data file is malformed (a bug of the package, not of the target).
@@ -79,11 +86,13 @@ def parse_jetson_releases(text: str) -> tuple[JetsonRelease, ...]:
     releases = [
         JetsonRelease(l4t=Version(row["l4t"]), jetpack=Version(row["jetpack"]),
                       jetpack_label=row.get("jetpack_label", row["jetpack"]),
-                      gpu_arch=row.get("gpu_arch"),
-                      driver=Version(row["driver"]) if row.get("driver") else None)
+                      gpus=tuple(int(g) for g in row["gpus"]),
+                      driver=Version(row["driver"]) if row.get("driver") else None,
+                      cuda=Version(row["cuda"]) if row.get("cuda") else None,
+                      driver_dir=row.get("driver_dir"))
         for row in data["releases"]
     ]
-    return tuple(sorted(releases, key=lambda r: (len(r.l4t.release), r.l4t), reverse=True))
+    return tuple(sorted(releases, key=lambda r: r.l4t))
 
 
 @functools.cache
@@ -94,12 +103,8 @@ def jetson_releases() -> tuple[JetsonRelease, ...]:
 
 
 def find_jetson_release(l4t: Version) -> JetsonRelease | None:
-    """The table's row for an L4T release: an exact match, else the same major.minor."""
-    parts = l4t.release
-    for release in jetson_releases():
-        if parts[: len(release.l4t.release)] == release.l4t.release:
-            return release
-    return None
+    """The table's row for an L4T release (`36.4` is `36.4.0`), None when it is not listed."""
+    return next((release for release in jetson_releases() if release.l4t == l4t), None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,7 +128,10 @@ class Platform:
     cudnn: Version | None = None
     python: Version | None = None
     gpu_arch: int | None = None  # sm_XY as 10*X+Y
+    # Every GPU the target may have, when its release runs on several and nothing says which.
+    gpu_candidates: tuple[int, ...] = ()
     driver: Version | None = None  # NVIDIA driver version or branch ("580", "575.57.08")
+    driver_cuda: Version | None = None  # the newest CUDA the driver runs, when that is known
 
     @property
     def arch(self) -> str:
@@ -265,20 +273,32 @@ def parse_version(text: str | None) -> Version | None:
         return None
 
 
-def _release_facts(l4t: Version) -> tuple[JetsonRelease | None, int | None, Version | None]:
-    """The release's row with its GPU and driver.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ReleaseFacts:
+    release: JetsonRelease | None
+    gpus: tuple[int, ...]
+    driver: Version | None
+    cuda: Version | None
 
-    For an unlisted release of a listed major: no row, and the GPU and driver every listed
-    release of that major agrees on.
+
+def _release_facts(l4t: Version) -> _ReleaseFacts:
+    """The release's row with its GPUs, driver and CUDA.
+
+    For an unlisted release: no row, and whatever every listed release of its major.minor (else
+    of its major) agrees on; GPUs: all of theirs.
     """
     release = find_jetson_release(l4t)
     if release is not None:
-        return release, release.gpu_arch, release.driver
-    same = [r for r in jetson_releases() if r.l4t.major == l4t.major]
-    gpus = {r.gpu_arch for r in same}
+        return _ReleaseFacts(release=release, gpus=release.gpus, driver=release.driver,
+                             cuda=release.cuda)
+    same = ([r for r in jetson_releases() if r.l4t.release[:2] == l4t.release[:2]]
+            or [r for r in jetson_releases() if r.l4t.major == l4t.major])
     drivers = {r.driver for r in same}
-    return (None, gpus.pop() if len(gpus) == 1 else None,
-            drivers.pop() if len(drivers) == 1 else None)
+    cudas = {r.cuda for r in same}
+    return _ReleaseFacts(
+        release=None, gpus=tuple(sorted({g for r in same for g in r.gpus})),
+        driver=drivers.pop() if len(drivers) == 1 else None,
+        cuda=cudas.pop() if len(cudas) == 1 else None)
 
 
 def _read_python(rootfs: RootFS) -> str | None:
@@ -327,10 +347,12 @@ def read_platform(
     os_release = parse_os_release(rootfs.read_text("/etc/os-release") or "")
     tegra = rootfs.read_text("/etc/nv_tegra_release")
     l4t = parse_version(parse_nv_tegra_release(tegra) if tegra else None)
-    release, release_gpu, release_driver = _release_facts(l4t) if l4t else (None, None, None)
+    facts = _release_facts(l4t) if l4t else _ReleaseFacts(release=None, gpus=(), driver=None,
+                                                          cuda=None)
+    release = facts.release
     cuda, flavour = _read_cuda(rootfs)
-    if gpu_arch is None:
-        gpu_arch = release_gpu
+    if gpu_arch is None and len(facts.gpus) == 1:
+        gpu_arch = facts.gpus[0]
     return Platform(
         machine=machine,
         elf_class=elf_class,
@@ -350,5 +372,7 @@ def read_platform(
         cudnn=parse_version(_read_cudnn(rootfs, triplet)),
         python=python or parse_version(_read_python(rootfs)),
         gpu_arch=gpu_arch,
-        driver=parse_version(_read_driver(rootfs, triplet)) or release_driver,
+        gpu_candidates=facts.gpus if gpu_arch is None and len(facts.gpus) > 1 else (),
+        driver=parse_version(_read_driver(rootfs, triplet)) or facts.driver,
+        driver_cuda=facts.cuda,
     )

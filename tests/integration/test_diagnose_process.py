@@ -208,3 +208,41 @@ def test_ld_preload_takes_part(thor_root_complete: Path) -> None:
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the Thor root's ld.so.cache is "
                                 "built by its ldconfig -r, which chroots")
+
+
+_TEGRA_R36_4 = ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
+                "DATE: Wed Jan  8 01:49:37 UTC 2025\n")
+
+
+def test_cpu_only_torch_on_a_jetson(thor_root_complete: Path, torch_arm_cpu_wheel: Path,
+                                    tmp_path: Path) -> None:
+    """PyPI's aarch64 torch 2.9.1 is a CPU build: on an L4T R36.4 root (Orin, sm_87) it imports
+    and CUDA is unusable, which is a finding of its own severity; without L4T it is none."""
+    root = _copy(thor_root_complete, tmp_path)
+    target = root / "opt" / "torch291"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--only-binary=:all:", "--platform", "manylinux_2_28_aarch64",
+                    "--python-version", "3.11", "--target", str(target),
+                    str(torch_arm_cpu_wheel)], check=True, capture_output=True, timeout=900)
+    real = subprocess.run(
+        [_data.QEMU_AARCH64, "-L", str(root), "-E", f"PYTHONPATH=/opt/torch291:{SITE}",
+         str(root / "usr/bin/python3.11"), "-c",
+         "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available())"],
+        capture_output=True, text=True, check=False, timeout=900)
+    assert real.returncode == 0, real.stderr[-2000:]
+    version, cuda, available = real.stdout.split()
+    assert (cuda, available) == ("None", "False")
+
+    code, document, stderr = _diagnose("--root", str(root), "--wheel", str(torch_arm_cpu_wheel))
+    assert code == 0, stderr
+    assert not [f for f in document["findings"] if f["kind"] == "cpu-only-torch"]
+    release = root / "etc" / "nv_tegra_release"
+    release.write_text(_TEGRA_R36_4)
+    code, document, stderr = _diagnose("--root", str(root), "--wheel", str(torch_arm_cpu_wheel))
+    assert code == 0, stderr
+    found = [f for f in document["findings"] if f["kind"] == "cpu-only-torch"]
+    assert len(found) == 1, document["findings"]
+    assert found[0]["severity"] == "cuda-unusable"
+    assert found[0]["torch_version"] == version and found[0]["gpu_arch"] == 87
+    assert found[0]["evidence"] == "L4T R36.4.3"
+    assert document["summary"]["findings"]["cuda-unusable"] == 1

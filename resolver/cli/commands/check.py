@@ -1,7 +1,10 @@
 """`jetson-resolve check`: diagnose one torch against several recorded targets, for CI.
 
-It exits 1 when `import torch` would fail on any of the fixtures, and can write a JUnit XML
-report (one test case per fixture; the blocking findings as its failure) that any CI shows.
+It exits 1 when the torch fails what is required of it on any of the fixtures: that `import
+torch` loads, and for a CUDA build (or with `--require cuda`) that CUDA is usable too (no
+`cuda-unusable` finding: a CPU-only build on a GPU machine, no code for its GPU, a driver too
+old). `--require import` asks only for the import. It can write a JUnit XML report (one test
+case per fixture; the failing findings as its failure) that any CI shows.
 """
 
 from __future__ import annotations
@@ -18,29 +21,52 @@ from resolver.cli.errors import ExitCode, fail, guarded
 
 if TYPE_CHECKING:
     from resolver.diagnose import Diagnosis
+    from resolver.findings.model import Finding
 
-__all__ = ["junit_xml", "register"]
+__all__ = ["REQUIREMENTS", "failing", "junit_xml", "register", "required_of"]
 
 
-def junit_xml(results: list[tuple[str, Diagnosis, float]], input_name: str) -> str:
-    """A JUnit report: a test case per fixture, failed when something blocks `import torch`."""
+REQUIREMENTS = ("import", "cuda")
+
+
+def required_of(result: Diagnosis, require: str | None) -> str:
+    """What must work: `require` when given, else "cuda" for a CUDA build, "import" for CPU."""
+    if require is not None:
+        return require
+    return "cuda" if result.torch is not None and result.torch.cuda else "import"
+
+
+def failing(result: Diagnosis, required: str) -> list[Finding]:
+    """The findings that fail `required`: blocking ones, and with "cuda" the CUDA-unusable."""
+    from resolver.findings.model import Severity  # noqa: PLC0415
+
+    bad = {Severity.BLOCKS_IMPORT} | ({Severity.CUDA_UNUSABLE} if required == "cuda" else set())
+    return [f for f in result.findings if f.severity in bad]
+
+
+def junit_xml(results: list[tuple[str, Diagnosis, float]], input_name: str,
+              require: str | None = None) -> str:
+    """A JUnit report: a test case per fixture, failed when it fails what is required."""
     from xml.etree import ElementTree as ET  # noqa: PLC0415
 
     from resolver.cli.sentences import describe  # noqa: PLC0415
     from resolver.findings.model import Severity  # noqa: PLC0415
 
-    failures = sum(1 for _, result, _ in results if result.blocks_import)
+    failures = sum(1 for _, result, _ in results
+                   if failing(result, required_of(result, require)))
     suite = ET.Element("testsuite", name="jetson-resolve check", tests=str(len(results)),
                        failures=str(failures), errors="0",
                        time=f"{sum(t for _, _, t in results):.3f}")
     for name, result, seconds in results:
-        case = ET.SubElement(suite, "testcase", classname="jetson-resolve.import-torch",
+        required = required_of(result, require)
+        case = ET.SubElement(suite, "testcase", classname=f"jetson-resolve.{required}",
                              name=f"{input_name} on {name}", time=f"{seconds:.3f}")
-        blocking = [f for f in result.findings if f.severity is Severity.BLOCKS_IMPORT]
-        if blocking:
-            failure = ET.SubElement(case, "failure", type="import-torch-fails",
-                                    message=f"{len(blocking)} finding(s) block import torch")
-            failure.text = "\n".join(describe(f) for f in blocking)
+        bad = failing(result, required)
+        if bad:
+            what = "import-torch-fails" if result.blocks_import else "cuda-unusable"
+            failure = ET.SubElement(case, "failure", type=what,
+                                    message=f"{len(bad)} finding(s) fail '{required}'")
+            failure.text = "\n".join(describe(f) for f in bad)
         later = [describe(f) for f in result.findings if f.severity is Severity.BREAKS_FEATURE]
         if later:
             ET.SubElement(case, "system-out").text = "breaks a feature:\n" + "\n".join(later)
@@ -62,6 +88,9 @@ def register(app: typer.Typer) -> None:
             "--torch-fixture", help="A recorded torch install.")] = None,
         junit: Annotated[Path | None, typer.Option(
             "--junit", help="Write a JUnit XML report.")] = None,
+        require: Annotated[str | None, typer.Option(
+            "--require", help="What must work: import, or cuda (default: cuda for a CUDA "
+            "build, import for a CPU build).")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     ) -> None:
@@ -72,6 +101,8 @@ def register(app: typer.Typer) -> None:
             raise fail("give the torch to check: --wheel, --site-packages or --torch-fixture")
         if junit is not None and not junit.resolve().parent.is_dir():
             raise fail(f"--junit {junit}: its folder does not exist")
+        if require is not None and require not in REQUIREMENTS:
+            raise fail(f"--require {require}: give import or cuda")
         results: list[tuple[str, Diagnosis, float]] = []
         for name in fixture:
             source = make_source(python=None, site_packages=site_packages, wheel=wheel,
@@ -83,16 +114,17 @@ def register(app: typer.Typer) -> None:
             sys.stderr.write(f"checked {name}\n")
         input_name = str(wheel or site_packages or torch_fixture)
         if junit is not None:
-            report = junit_xml(results, input_name)
+            report = junit_xml(results, input_name, require)
             guarded(debug, functools.partial(junit.write_text, report, encoding="utf-8"))
-        failed = [name for name, result, _ in results if result.blocks_import]
+        failed = [name for name, result, _ in results
+                  if failing(result, required_of(result, require))]
         code = ExitCode.FINDINGS if failed else ExitCode.OK
         if as_json:
             from resolver.cli.render_json import check_json, dump  # noqa: PLC0415
 
-            sys.stdout.write(dump(check_json(results, input_name, code)))
+            sys.stdout.write(dump(check_json(results, input_name, code, require)))
         else:
             from resolver.cli.render_human import render_check  # noqa: PLC0415
 
-            render_check(results, input_name)
+            render_check(results, input_name, require)
         raise typer.Exit(int(code))

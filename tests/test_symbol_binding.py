@@ -1,0 +1,120 @@
+"""Symbol binding, one rule per test, each checked against the real loader: ctypes' dlopen
+(RTLD_NOW) in a child Python process, on libraries built here with gcc.
+
+The rules (elf/dl-lookup.c, elf/dl-open.c): a reference binds against the global scope (the
+main program, its libraries, RTLD_GLOBAL ones) and the local scope of the dlopen that loaded
+it; a library opened RTLD_LOCAL by an earlier dlopen is invisible; weak references may stay
+unbound; hidden definitions bind nothing outside their object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+from resolver.elf.cache import FactsCache
+from resolver.loader.walk import Namespace
+from resolver.target.platform import read_platform
+from resolver.target.rootfs import RootFS
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import _data
+
+CALLS = "extern int {call}(void);\nint jr_use(void) {{ return {call}(); }}"
+
+
+def _real(steps: list[tuple[Path, bool]]) -> str | None:
+    """dlopen each (path, RTLD_GLOBAL?) in order in a fresh interpreter: the first error."""
+    script = ("import ctypes, json, sys\n"
+              "for path, glob in json.loads(sys.argv[1]):\n"
+              "    try:\n"
+              "        ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL if glob else ctypes.RTLD_LOCAL)\n"
+              "    except OSError as err:\n"
+              "        print(err); break\n")
+    done = subprocess.run([sys.executable, "-c", script,
+                           json.dumps([[str(p), g] for p, g in steps])],
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip() or None
+
+
+def _ours(steps: list[tuple[Path, bool]]) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """The same dlopens in our namespace, the interpreter started first: each problem as
+    (library, symbols, defined elsewhere)."""
+    rootfs = RootFS("/")
+    ns = Namespace(rootfs, read_platform(rootfs), FactsCache(None),
+                   find_in_cache=lambda _name: None)
+    assert ns.start_process(os.path.realpath(sys.executable))
+    for path, glob in steps:
+        ns.dlopen(str(path), rtld_global=glob)
+    objects = ns.all_objects
+    return [(objects[p.requester].path, p.symbols,
+             tuple(objects[i].path for i in p.defined_elsewhere)) for p in ns.symbol_problems]
+
+
+def test_a_local_neighbour_is_not_in_scope(tmp_path: Path, build_lib: _data.BuildLib) -> None:
+    provider = build_lib(tmp_path, "libprov.so", source="int jr_provided(void) { return 1; }")
+    user = build_lib(tmp_path, "libuser.so", source=CALLS.format(call="jr_provided"))
+    said = _real([(provider, False), (user, False)])
+    assert said is not None and "undefined symbol: jr_provided" in said
+    assert _ours([(provider, False), (user, False)]) == [
+        (str(user), ("jr_provided",), (str(provider),))]
+
+
+def test_rtld_global_puts_it_in_everyone_s_scope(tmp_path: Path,
+                                                 build_lib: _data.BuildLib) -> None:
+    provider = build_lib(tmp_path, "libprov.so", source="int jr_provided(void) { return 1; }")
+    user = build_lib(tmp_path, "libuser.so", source=CALLS.format(call="jr_provided"))
+    assert _real([(provider, True), (user, False)]) is None
+    assert _ours([(provider, True), (user, False)]) == []
+
+
+def test_a_dependency_is_in_the_local_scope(tmp_path: Path, build_lib: _data.BuildLib) -> None:
+    provider = build_lib(tmp_path, "libprov.so", soname="libprov.so",
+                         source="int jr_provided(void) { return 1; }")
+    user = build_lib(tmp_path, "libuser.so", needed=[provider],
+                     source=CALLS.format(call="jr_provided"), rpath=str(tmp_path))
+    assert _real([(user, False)]) is None
+    assert _ours([(user, False)]) == []
+
+
+def test_weak_references_may_stay_unbound(tmp_path: Path, build_lib: _data.BuildLib) -> None:
+    user = build_lib(tmp_path, "libuser.so", source=(
+        "extern int jr_absent(void) __attribute__((weak));\n"
+        "int jr_use(void) { return jr_absent ? jr_absent() : 0; }"))
+    assert _real([(user, False)]) is None
+    assert _ours([(user, False)]) == []
+
+
+def test_hidden_definitions_bind_nothing_outside(tmp_path: Path,
+                                                 build_lib: _data.BuildLib) -> None:
+    provider = build_lib(tmp_path, "libprov.so", soname="libprov.so", source=(
+        '__attribute__((visibility("hidden"))) int jr_hidden(void) { return 1; }\n'
+        "int jr_shown(void) { return jr_hidden(); }"))
+    user = build_lib(tmp_path, "libuser.so", needed=[provider], rpath=str(tmp_path),
+                     source=CALLS.format(call="jr_hidden"))
+    said = _real([(user, False)])
+    assert said is not None and "undefined symbol: jr_hidden" in said
+    assert _ours([(user, False)]) == [(str(user), ("jr_hidden",), ())]
+
+
+def test_versioned_reference_binds_its_version(tmp_path: Path,
+                                               build_lib: _data.BuildLib) -> None:
+    """A reference made against `jr_v@@V2` binds to V2; a provider that moves the default to V3
+    but keeps V2 (non-default) still satisfies it, as glibc's check_match matches the name."""
+    script_v2 = "V2 { global: jr_v; local: *; };"
+    old = build_lib(tmp_path / "old", "libprov.so", soname="libprov.so",
+                    version_script=script_v2, source="int jr_v(void) { return 2; }")
+    user = build_lib(tmp_path, "libuser.so", needed=[old], rpath=str(tmp_path / "new"),
+                     source=CALLS.format(call="jr_v"))
+    build_lib(tmp_path / "new", "libprov.so", soname="libprov.so",
+              version_script="V2 { global: jr_v; }; V3 { global: jr_v; } V2; V4 { local: *; };",
+              source=("int jr_v2(void) { return 2; }\nint jr_v3(void) { return 3; }\n"
+                      '__asm__(".symver jr_v2, jr_v@V2");\n'
+                      '__asm__(".symver jr_v3, jr_v@@V3");'))
+    assert _real([(user, False)]) is None
+    assert _ours([(user, False)]) == []
