@@ -8,6 +8,7 @@ returns an immutable `Diagnosis`; rendering it is the CLI's job.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from resolver.findings.derive import (
     gpu_findings,
     gpu_undetermined_findings,
     load_findings,
+    pin_findings,
 )
 from resolver.findings.model import (
     CAUSE_ORDER,
@@ -32,10 +34,12 @@ from resolver.findings.model import (
     Severity,
 )
 from resolver.findings.wheel_tags import parse_wheel_metadata_tags, wheel_tag_findings
+from resolver.loader.extensions import Extension, find_extensions, import_phase
 from resolver.loader.torch_import import (
     attempt_preloaded,
     emulate_torch,
     find_torch_install,
+    import_extension,
     start_interpreter,
 )
 from resolver.loader.walk import LoadedObject, Namespace, Request
@@ -218,6 +222,24 @@ def _cudnn_version(rootfs: RootFS, platform: Platform
     return version
 
 
+def _extensions(rootfs: RootFS, torch: TorchInstall, cache: FactsCache
+                ) -> tuple[Extension, ...]:
+    """The packages on torch's sys.path that load torch (`resolver.loader.extensions`)."""
+    from resolver.elf.cache import read_facts  # noqa: PLC0415
+    from resolver.errors import InvalidElf  # noqa: PLC0415
+
+    def needed_of(path: str) -> tuple[str, ...]:
+        resolved = rootfs.resolve(path)
+        if not resolved.ok or resolved.real is None:
+            return ()
+        try:
+            return read_facts(rootfs, resolved.real, cache).needed
+        except (InvalidElf, RootFsError):
+            return ()
+
+    return find_extensions(rootfs, torch.sys_path, torch.site, torch.lib_files, needed_of)
+
+
 def _sort_key(finding: Finding) -> tuple[int, int, str]:
     severities = list(Severity)
     return (CAUSE_ORDER.index(type(finding)), severities.index(finding.severity),
@@ -260,6 +282,9 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
     started += [attempt_preloaded(ns, name) for name in preloaded
                 if ns.find_loaded(name) is None and rootfs.resolve(name).real not in loaded_real]
     attempts = (*started, *emulate_torch(ns, torch))
+    extensions = _extensions(rootfs, torch, cache)
+    for extension in extensions:
+        attempts += import_extension(ns, extension)
     objects = ns.all_objects
     elsewhere = _Elsewhere(rootfs, torch.sys_path)
     findings = list(load_findings(attempts, ns.requests, objects, ns.version_problems,
@@ -276,6 +301,7 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
     findings += cudnn_findings(torch, live, _cudnn_version(rootfs, platform))
     findings += driver_findings(torch, platform.driver, platform.driver_cuda)
     findings += cpu_only_findings(torch, platform)
+    findings += pin_findings(extensions, torch, import_phase)
     if wheel_tags is None:
         wheel_tags = ()
         for name in sorted(rootfs.list_dir(site)):
@@ -315,11 +341,16 @@ def diagnose_source(opened: Opened) -> Diagnosis:
         interpreter = find_interpreter(rootfs, site)
     elif interpreter is None:
         interpreter = default_interpreter(rootfs)  # a wheel: the root's python3 would import it
+    platform = opened.platform
+    named = re.search(r"python(\d+\.\d+)$", interpreter or "")
+    if platform.python is None and named:
+        # The root has no /usr/bin/python3 to say it; the interpreter's name does.
+        platform = dataclasses.replace(platform, python=Version(named.group(1)))
     sys_path = opened.sys_path
     if not sys_path and opened.wheel_name is None:
-        python = opened.platform.python
+        python = platform.python
         sys_path = site_sys_path(rootfs, site, str(python) if python else None)
-    return diagnose(rootfs, opened.platform, site, opened.cache,
+    return diagnose(rootfs, platform, site, opened.cache,
                     ld_library_path=opened.source.ld_library_path, sys_path=sys_path,
                     wheel_tags=opened.wheel_tags, wheel_name=opened.wheel_name,
                     interpreter=interpreter, ld_preload=opened.source.ld_preload,

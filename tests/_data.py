@@ -470,6 +470,17 @@ def ensure_torch_arm_cpu_wheel(data_dir: Path) -> Path:
     )
 
 
+def ensure_torchvision_arm_wheel(data_dir: Path, version: str) -> Path:
+    """PyPI's torchvision `version` aarch64 cp311 wheel (0.26.0 pins torch 2.11.0, 0.24.1 pins
+    torch 2.9.1)."""
+    return _pip_download_wheel(
+        data_dir / "arm",
+        f"torchvision-{version}-cp311-*aarch64.whl",
+        [*_ARM_CP311_PINS, f"torchvision=={version}"],
+        what=f"torchvision {version} aarch64 cp311 wheel",
+    )
+
+
 def ensure_cudart_arm_wheel(data_dir: Path) -> Path:
     """nvidia-cuda-runtime 13.0.96 for aarch64 (2 MB): a real wheel for a local wheelhouse."""
     return _pip_download_wheel(

@@ -14,6 +14,7 @@ session's, never to the user's ``~/.cache/jetson-resolve``.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ NETWORK_FIXTURES = frozenset({
     "arm_wheelhouse",
     "thor_root_complete",
     "torch_arm_cpu_wheel",
+    "torchvision_arm_wheels",
 })
 
 
@@ -207,3 +209,13 @@ def thor_root_complete(data_dir: Path, arm_wheelhouse: Path) -> Path:
 def torch_arm_cpu_wheel(data_dir: Path) -> Path:
     """PyPI's torch 2.9.1 aarch64 cp311 wheel, a CPU-only build."""
     return _get(lambda: _data.ensure_torch_arm_cpu_wheel(data_dir))
+
+
+@pytest.fixture(scope="session")
+def torchvision_arm_wheels(data_dir: Path) -> dict[str, Path]:
+    """PyPI's torchvision 0.26.0 (for torch 2.11.0) and 0.24.1 (for 2.9.1), aarch64 cp311."""
+    wheels = {}
+    for version in ("0.26.0", "0.24.1"):
+        wheels[version] = _get(functools.partial(_data.ensure_torchvision_arm_wheel, data_dir,
+                                                 version))
+    return wheels

@@ -99,7 +99,7 @@ def _target_lines(result: Diagnosis, rootfs: RootFS, labels: tuple[str | None, s
         cuda = f"CUDA {torch.cuda}" if torch.cuda else "CPU build"
         lines.append(_line(("torch   ", "bold"), f"{torch.version or '?'} ({cuda}) in {where}"))
     entries = len(result.sys_path)
-    path_text = f"sys.path: {entries} {'entry' if entries == 1 else 'entries'}"
+    path_text = f"{entries} site {'folder' if entries == 1 else 'folders'} on sys.path"
     if result.interpreter is not None:
         lines.append(_line(("python  ", "bold"), f"{result.interpreter} ({path_text})"))
     else:

@@ -23,6 +23,7 @@ from resolver.findings.model import (
     NoVersionInformation,
     PreloadNotFound,
     TagMismatch,
+    TorchPinMismatch,
     UndefinedSymbols,
     VersionNotFound,
     WheelTagMismatch,
@@ -103,6 +104,12 @@ def _(finding: UndefinedSymbols) -> str:
         text += (f"; {name_list(finding.defined_elsewhere)} "
                  "(loaded, but not in its scope) does")
     return text
+
+
+@describe.register
+def _(finding: TorchPinMismatch) -> str:
+    return (f"{finding.distribution} {finding.version or '?'} was built for another torch: it "
+            f"requires {finding.requirement}, the installed torch is {finding.torch_version}")
 
 
 @describe.register

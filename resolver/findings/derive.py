@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from resolver.findings.model import (
@@ -28,6 +29,7 @@ from resolver.findings.model import (
     NoVersionInformation,
     PreloadNotFound,
     Severity,
+    TorchPinMismatch,
     UndefinedSymbols,
     VersionNotFound,
     WrongArchitecture,
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     from resolver.elf.facts import GpuCode
+    from resolver.loader.extensions import Extension
     from resolver.loader.torch_import import Attempt, TorchInstall
     from resolver.loader.walk import LoadedObject, Request, SymbolProblem, VersionProblem
     from resolver.target.platform import Platform
@@ -50,6 +53,7 @@ __all__ = [
     "gpu_findings",
     "gpu_undetermined_findings",
     "load_findings",
+    "pin_findings",
 ]
 
 
@@ -286,3 +290,32 @@ def driver_findings(torch: TorchInstall | None, driver: Version | None,
     return (DriverTooOld(severity=Severity.CUDA_UNUSABLE, phases=("any CUDA work",),
                          driver=driver, needed_branch=needed, cuda=cuda,
                          driver_cuda=driver_cuda),)
+
+
+def pin_findings(extensions: Iterable[Extension], torch: TorchInstall | None,
+                 phase_of: Callable[[Extension], str]) -> tuple[TorchPinMismatch, ...]:
+    """`TorchPinMismatch` for each package whose torch requirement the installed torch misses.
+
+    PEP 440 matching, pre-releases allowed (a nightly pins one); `==2.11.0` matches
+    `2.11.0+cu130`, as PEP 440 ignores the local label for a pin without one.
+    """
+    if torch is None or torch.version is None:
+        return ()
+    try:
+        installed = Version(torch.version)
+    except InvalidVersion:
+        return ()
+    findings = []
+    for extension in extensions:
+        for text in extension.torch_requirements:
+            try:
+                specifier = Requirement(text).specifier
+            except InvalidRequirement:
+                continue
+            if specifier and not specifier.contains(installed, prereleases=True):
+                phase = phase_of(extension)
+                findings.append(TorchPinMismatch(
+                    severity=Severity.BREAKS_FEATURE, phases=(phase,),
+                    distribution=extension.name, version=extension.version,
+                    requirement=text, torch_version=torch.version))
+    return tuple(findings)

@@ -38,6 +38,7 @@ __all__ = [
     "PreloadNotFound",
     "Severity",
     "TagMismatch",
+    "TorchPinMismatch",
     "UndefinedSymbols",
     "VersionFinding",
     "VersionNotFound",
@@ -168,6 +169,26 @@ class UndefinedSymbols(Finding):
     def subject(self) -> str:
         """The first undefined symbol."""
         return self.symbols[0]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TorchPinMismatch(Finding):
+    """A package built against another torch: its `Requires-Dist: torch==...` is not met.
+
+    Its compiled modules use torch's C++ ABI, which changes between releases; the pin is how
+    its wheel says which torch it was built for.
+    """
+
+    kind: ClassVar[str] = "torch-pin-mismatch"
+    distribution: str  # `torchvision`
+    version: str | None  # the distribution's version
+    requirement: str  # the Requires-Dist entry, as written
+    torch_version: str  # the installed torch's
+
+    @property
+    def subject(self) -> str:
+        """`<distribution> <version>`."""
+        return f"{self.distribution} {self.version or '?'}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -313,6 +334,7 @@ CAUSE_ORDER: tuple[type[Finding], ...] = (
     DriverTooOld,
     NoKernelForGpu,
     GpuUndetermined,
+    TorchPinMismatch,
     WrongArchitecture,
     InvalidLibrary,
     MissingLibrary,

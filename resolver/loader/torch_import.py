@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from resolver.loader.walk import INTERPRETER, PRELOADED
 
 if TYPE_CHECKING:
+    from resolver.loader.extensions import Extension
     from resolver.loader.walk import Namespace
     from resolver.target.rootfs import RootFS
 
@@ -39,6 +40,7 @@ __all__ = [
     "attempt_preloaded",
     "emulate_torch",
     "find_torch_install",
+    "import_extension",
     "start_interpreter",
 ]
 
@@ -305,3 +307,13 @@ def emulate_torch(ns: Namespace, torch: TorchInstall) -> tuple[Attempt, ...]:
             attempts.append(_attempt(ns, item["name"], f"{item['by']}: dlopen", item["feature"],
                                      requester=by.index))
     return tuple(attempts)
+
+
+def import_extension(ns: Namespace, extension: Extension) -> tuple[Attempt, ...]:
+    """`import <package>` after torch: each compiled module opened RTLD_NOW, RTLD_LOCAL."""
+    from resolver.loader.extensions import import_phase  # noqa: PLC0415
+
+    phase = import_phase(extension)
+    return tuple(_attempt(ns, module, f"{extension.name}: python imports its compiled module",
+                          phase, keep=True)
+                 for module in extension.modules)

@@ -246,3 +246,60 @@ def test_cpu_only_torch_on_a_jetson(thor_root_complete: Path, torch_arm_cpu_whee
     assert found[0]["torch_version"] == version and found[0]["gpu_arch"] == 87
     assert found[0]["evidence"] == "L4T R36.4.3"
     assert document["summary"]["findings"]["cuda-unusable"] == 1
+
+
+def _load_after_torch(root: Path, modules: list[str]) -> dict[str, str]:
+    """A real `import torch`, then ctypes.CDLL (RTLD_NOW, RTLD_LOCAL) of each module: what
+    `import torchvision` does with its compiled modules. "ok" or the loader's error, each."""
+    script = ("import ctypes, json, sys, torch\n"
+              "said = {}\n"
+              "for m in sys.argv[1:]:\n"
+              "    try:\n"
+              "        ctypes.CDLL(m); said[m] = 'ok'\n"
+              "    except OSError as err:\n"
+              "        said[m] = str(err)\n"
+              "print(json.dumps(said))\n")
+    done = subprocess.run([_data.QEMU_AARCH64, "-L", str(root), str(root / "usr/bin/python3.11"),
+                           "-c", script, *modules],
+                          capture_output=True, text=True, check=False, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_extensions_that_load_torch(thor_root_complete: Path,
+                                    torchvision_arm_wheels: dict[str, Path],
+                                    tmp_path: Path) -> None:
+    """torchvision is found from its dist-info (it pins torch, its modules link torch's
+    libraries), and diagnosed as its own phase: the one built for torch 2.11.0 loads; the one
+    built for torch 2.9.1 misses its pin and a C++ symbol, as the real loader says, while
+    `import torch` itself is fine."""
+    modules = [f"{SITE}/torchvision/_C.so", f"{SITE}/torchvision/image.so"]
+    for version, good in (("0.26.0", True), ("0.24.1", False)):
+        root = _data.link_copy(thor_root_complete, tmp_path / version)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--only-binary=:all:", "--platform", "manylinux_2_28_aarch64",
+                        "--python-version", "3.11", "--target", str(root / SITE.lstrip("/")),
+                        str(torchvision_arm_wheels[version])],
+                       check=True, capture_output=True, timeout=900)
+        real = _load_after_torch(root, modules)
+        code, document, stderr = _diagnose("--root", str(root), "--site-packages",
+                                           str(root / SITE.lstrip("/")))
+        assert code == 0, stderr
+        ours = [f for f in document["findings"] if f["phases"] == ["import torchvision"]]
+        assert {a["name"] for a in document["attempts"]
+                if a["phase"] == "import torchvision"} == set(modules)
+        if good:
+            assert real == dict.fromkeys(modules, "ok")
+            assert ours == []
+            continue
+        said = re.search(r"undefined symbol: (\S+)", real[modules[0]])
+        assert said is not None, real
+        assert real[modules[1]] == "ok"
+        kinds = {f["kind"]: f for f in ours}
+        assert set(kinds) == {"torch-pin-mismatch", "undefined-symbols"}
+        assert kinds["torch-pin-mismatch"]["requirement"] == "torch (==2.9.1)"
+        assert kinds["torch-pin-mismatch"]["torch_version"] == "2.11.0+cu130"
+        undefined = kinds["undefined-symbols"]
+        assert undefined["library"] == modules[0] and said.group(1) in undefined["symbols"]
+        assert {f["severity"] for f in ours} == {"breaks-feature"}
