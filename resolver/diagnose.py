@@ -97,6 +97,7 @@ class Diagnosis:
     interpreter: str | None = None  # the main program modelled (root namespace), if any
     sys_path: tuple[str, ...] = ()  # where torch's preload looked
     symbols_unjudged: tuple[tuple[str, str], ...] = ()  # (phase, why) symbols were not bound
+    static_tls_used: int | None = None  # surplus bytes dlopen took; None: not modelled
 
     @property
     def blocks_import(self) -> bool:
@@ -288,7 +289,8 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
     objects = ns.all_objects
     elsewhere = _Elsewhere(rootfs, torch.sys_path)
     findings = list(load_findings(attempts, ns.requests, objects, ns.version_problems,
-                                  locate_elsewhere=elsewhere, symbols=ns.symbol_problems))
+                                  locate_elsewhere=elsewhere, symbols=ns.symbol_problems,
+                                  tls=ns.tls_problems))
     live = ns.objects  # after torch's own loading, including what a failed import._C found
     # torch's own GPU code decides whether torch runs on the target GPU; NVIDIA's libraries of
     # a CUDA release cover that release's GPUs and may carry code kinds (LTO-IR) we do not read.
@@ -319,7 +321,7 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
                      unloaded=frozenset(o.index for o in objects) - {o.index for o in live},
                      requests=ns.requests, attempts=attempts, findings=tuple(findings),
                      interpreter=interpreter, sys_path=torch.sys_path,
-                     symbols_unjudged=ns.unjudged)
+                     symbols_unjudged=ns.unjudged, static_tls_used=ns.static_tls_used)
 
 
 def diagnose_source(opened: Opened) -> Diagnosis:

@@ -118,3 +118,38 @@ def test_versioned_reference_binds_its_version(tmp_path: Path,
                       '__asm__(".symver jr_v3, jr_v@@V3");'))
     assert _real([(user, False)]) is None
     assert _ours([(user, False)]) == []
+
+
+def _tls_lib(build_lib: _data.BuildLib, directory: Path, name: str, size: int) -> Path:
+    """A library with `size` bytes of initial-exec TLS (GNU ld then sets DF_STATIC_TLS)."""
+    stem = name.split(".", maxsplit=1)[0]
+    return build_lib(directory, name, source=(
+        f'__thread char jr_tls_{stem}[{size}] __attribute__((tls_model("initial-exec")));\n'
+        f"char *jr_tls_at_{stem}(void) {{ return jr_tls_{stem}; }}"))
+
+
+def _ours_tls(steps: list[Path], preload: tuple[str, ...] = ()) -> list[tuple[str, int]]:
+    rootfs = RootFS("/")
+    ns = Namespace(rootfs, read_platform(rootfs), FactsCache(None),
+                   find_in_cache=lambda _name: None)
+    assert ns.start_process(os.path.realpath(sys.executable), preload)
+    for path in steps:
+        ns.dlopen(str(path))
+    return [(ns.all_objects[p.requester].path, p.needed) for p in ns.tls_problems]
+
+
+def test_static_tls_surplus_runs_out(tmp_path: Path, build_lib: _data.BuildLib) -> None:
+    """Two 1000-byte initial-exec blocks: the first fits the 1664-byte surplus, the second not;
+    preloaded at start, both load."""
+    first = _tls_lib(build_lib, tmp_path, "libtlsa.so", 1000)
+    second = _tls_lib(build_lib, tmp_path, "libtlsb.so", 1000)
+    said = _real([(first, False), (second, False)])
+    assert said is not None and "cannot allocate memory in static TLS block" in said
+    assert str(second) in said
+    assert _ours_tls([first, second]) == [(str(second), 1000)]
+    env = {**os.environ, "LD_PRELOAD": str(second)}
+    script = f"import ctypes; ctypes.CDLL({str(first)!r}); ctypes.CDLL({str(second)!r})"
+    done = subprocess.run([sys.executable, "-c", script],
+                          capture_output=True, text=True, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    assert _ours_tls([first, second], preload=(str(second),)) == []

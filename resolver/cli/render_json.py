@@ -17,7 +17,7 @@ from packaging.version import Version
 
 from resolver.cli.sentences import describe
 from resolver.elf.facts import GpuCode
-from resolver.loader.walk import Candidate
+from resolver.loader.walk import STATIC_TLS_SURPLUS, Candidate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -142,6 +142,8 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,  # noqa
             "sys_path": list(result.sys_path),
             "symbols_unjudged": [{"phase": phase, "why": why}
                                  for phase, why in dict.fromkeys(result.symbols_unjudged)],
+            "static_tls": None if result.static_tls_used is None else {
+                "surplus": STATIC_TLS_SURPLUS, "used_by_dlopen": result.static_tls_used},
         },
         "summary": {
             "blocks_import": result.blocks_import,

@@ -22,6 +22,7 @@ from resolver.findings.model import (
     NoKernelForGpu,
     NoVersionInformation,
     PreloadNotFound,
+    StaticTlsExhausted,
     TagMismatch,
     TorchPinMismatch,
     UndefinedSymbols,
@@ -104,6 +105,14 @@ def _(finding: UndefinedSymbols) -> str:
         text += (f"; {name_list(finding.defined_elsewhere)} "
                  "(loaded, but not in its scope) does")
     return text
+
+
+@describe.register
+def _(finding: StaticTlsExhausted) -> str:
+    return (f"{posixpath.basename(finding.library)}: cannot allocate memory in static TLS "
+            f"block: its initial-exec TLS needs {finding.needed} bytes, {finding.available} of "
+            f"the {finding.surplus}-byte surplus are left; preload it (LD_PRELOAD="
+            f"{finding.library}) so it gets its TLS at start")
 
 
 @describe.register

@@ -12,6 +12,8 @@ DT_SYMENT = 11
 DT_SONAME = 14
 DT_RPATH = 15
 DT_RUNPATH = 29
+DT_FLAGS = 30
+DF_STATIC_TLS = 0x10
 DT_GNU_HASH = 0x6FFFFEF5
 DT_VERSYM = 0x6FFFFFF0
 DT_FLAGS_1 = 0x6FFFFFFB
@@ -36,6 +38,7 @@ STV_HIDDEN = 2
 VERSYM_HIDDEN = 0x8000
 PT_LOAD = 1
 PT_DYNAMIC = 2
+PT_TLS = 7
 PT_GNU_STACK = 0x6474E551
 # A weak undefined symbol the fixture synthesiser writes: the file's symbols are unknown (a
 # recorded fixture keeps no symbol tables), so the loader emulation does not bind against it.

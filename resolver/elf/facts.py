@@ -225,6 +225,8 @@ class ElfFacts:
     # None when unknown: no symbol table to read (a fixture's synthesised library), or facts
     # recorded without one. Binding is judged only where every object in scope has them.
     symbols: DynamicSymbols | None = None
+    tls: tuple[int, int] | None = None  # PT_TLS (p_memsz, p_align) in bytes; None: no TLS
+    static_tls: bool = False  # DF_STATIC_TLS: initial-exec TLS, which needs static TLS space
 
     @property
     def machine_name(self) -> str:
@@ -235,7 +237,7 @@ class ElfFacts:
 def facts_to_json(facts: ElfFacts, *, symbols: bool = True) -> dict[str, Any]:
     """Turn facts into plain JSON-able data (the cache and fixture form).
 
-    `symbols=False` leaves the dynamic symbols out (fixtures do not record them).
+    `symbols=False` leaves out what fixtures do not record: the dynamic symbols and TLS.
     """
     data: dict[str, Any] = {
         "class": int(facts.elf_class),
@@ -256,6 +258,8 @@ def facts_to_json(facts: ElfFacts, *, symbols: bool = True) -> dict[str, Any]:
     if symbols and facts.symbols is not None:
         data["symbols"] = {"undefined": list(facts.symbols.undefined),
                            "defined": base64.b64encode(facts.symbols.defined).decode("ascii")}
+    if symbols and facts.tls is not None:
+        data["tls"] = [*facts.tls, facts.static_tls]
     return data
 
 
@@ -290,6 +294,16 @@ def _gpu_code_field(text: object, where: str) -> GpuCode:
         return parse_gpu_code(text if isinstance(text, str) else repr(text))
     except ValueError as err:
         raise InvalidFixture(f"{where}: {err}") from err
+
+
+def _tls_field(data: object, where: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not (isinstance(data, list) and len(data) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in data[:2])
+            and isinstance(data[2], bool)):
+        raise InvalidFixture(f"{where}: expected [memsz, align, static_tls]")
+    return {"tls": (data[0], data[1]), "static_tls": data[2]}
 
 
 def _symbols_field(data: object, where: str) -> DynamicSymbols | None:
@@ -341,6 +355,7 @@ def parse_facts_json(data: object, where: str = "facts") -> ElfFacts:
         elf_class=elf_class,
         endian=endian,
         symbols=_symbols_field(data.get("symbols"), f"{where}.symbols"),
+        **_tls_field(data.get("tls"), f"{where}.tls"),
         machine=_field(data, "machine", int, where),
         osabi=_field(data, "osabi", int, where),
         elf_type=_field(data, "type", int, where),

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, BinaryIO
 from resolver.elf._constants import (
     ALLOWED_STT,
     DF_1_NODEFLIB,
+    DF_STATIC_TLS,
+    DT_FLAGS,
     DT_FLAGS_1,
     DT_GNU_HASH,
     DT_HASH,
@@ -42,6 +44,7 @@ from resolver.elf._constants import (
     NO_SYMBOLS_MARKER,
     PT_DYNAMIC,
     PT_LOAD,
+    PT_TLS,
     SHN_ABS,
     SHN_UNDEF,
     STB_GLOBAL,
@@ -173,41 +176,45 @@ def _header_facts(elf: ELFFile) -> tuple[int, int, int]:
 
 def _program_headers(
     elf: ELFFile, source: _Source
-) -> tuple[list[tuple[int, int, int]], tuple[int, int] | None]:
-    """The PT_LOAD segments as (vaddr, offset, filesz) and PT_DYNAMIC as (offset, filesz).
+) -> tuple[list[tuple[int, int, int]], tuple[int, int] | None, tuple[int, int] | None]:
+    """The PT_LOAD, PT_DYNAMIC and PT_TLS program headers.
 
-    pyelftools validated the header; the table itself is unpacked with `struct` in one read,
+    PT_LOAD as (vaddr, offset, filesz), PT_DYNAMIC as (offset, filesz), PT_TLS as (memsz,
+    align). pyelftools validated the header; the table itself is unpacked with `struct` in one read,
     which costs a tenth of parsing each entry through pyelftools' construct.
     """
     phoff, phnum, phentsize = elf["e_phoff"], elf["e_phnum"], elf["e_phentsize"]
     order = "<" if elf.little_endian else ">"
-    # Elf64_Phdr: type, flags, offset, vaddr, paddr, filesz; Elf32_Phdr: type, offset, vaddr,
-    # paddr, filesz (flags come later).
+    # Elf64_Phdr: type, flags, offset, vaddr, paddr, filesz, memsz, align; Elf32_Phdr: type,
+    # offset, vaddr, paddr, filesz, memsz, flags, align.
     wide = elf.elfclass == 64
-    phdr = struct.Struct(order + ("IIQQQQ" if wide else "IIIII"))
+    phdr = struct.Struct(order + ("IIQQQQQQ" if wide else "IIIIIIII"))
     if phnum and phentsize < elf.structs.Elf_Phdr.sizeof():
         raise InvalidElf(f"{source.origin}: program header size {phentsize} too small")
     table = source.read(phoff, phnum * phentsize, "program headers")
     loads: list[tuple[int, int, int]] = []
     dynamic: tuple[int, int] | None = None
+    tls: tuple[int, int] | None = None
     for i in range(phnum):
         fields = phdr.unpack_from(table, i * phentsize)
         if wide:
-            kind, _, offset, vaddr, _, filesz = fields
+            kind, _, offset, vaddr, _, filesz, memsz, align = fields
         else:
-            kind, offset, vaddr, _, filesz = fields
+            kind, offset, vaddr, _, filesz, memsz, _, align = fields
         if kind == PT_LOAD:
             loads.append((vaddr, offset, filesz))
         elif kind == PT_DYNAMIC:
             dynamic = (offset, filesz)
-    return loads, dynamic
+        elif kind == PT_TLS and memsz:
+            tls = (memsz, max(align, 1))
+    return loads, dynamic, tls
 
 
 class _Layout:
     """The parts of the ELF header and program headers that the rest of the reading needs."""
 
     __slots__ = ("dynamic", "elf_class", "endian", "loads", "machine", "osabi", "sections",
-                 "type")
+                 "tls", "type")
 
     def __init__(self, source: _Source) -> None:
         from elftools.common.exceptions import ELFError  # noqa: PLC0415
@@ -218,7 +225,7 @@ class _Layout:
             self.machine, self.osabi, self.type = _header_facts(elf)
             self.elf_class = ElfClass(elf.elfclass // 32)
             self.endian = Endian.LITTLE if elf.little_endian else Endian.BIG
-            self.loads, self.dynamic = _program_headers(elf, source)
+            self.loads, self.dynamic, self.tls = _program_headers(elf, source)
             self.sections = (elf["e_shoff"], elf["e_shnum"], elf["e_shentsize"], elf["e_shstrndx"])
         except InvalidElf:
             raise
@@ -504,7 +511,8 @@ def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) ->
         if layout.dynamic is None:
             return ElfFacts(elf_class=layout.elf_class, endian=layout.endian,
                             machine=layout.machine, osabi=layout.osabi, elf_type=layout.type,
-                            has_dynamic=False, gpu_code=_gpu_code(source, layout))
+                            has_dynamic=False, gpu_code=_gpu_code(source, layout),
+                            tls=layout.tls)
         tags = _read_dynamic(source, layout, layout.dynamic)
         dyn = dict(tags)
         if DT_STRTAB not in dyn:
@@ -530,6 +538,8 @@ def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) ->
             rpath=string(dyn[DT_RPATH], "DT_RPATH") if DT_RPATH in dyn else None,
             runpath=string(dyn[DT_RUNPATH], "DT_RUNPATH") if DT_RUNPATH in dyn else None,
             nodeflib=bool(dyn.get(DT_FLAGS_1, 0) & DF_1_NODEFLIB),
+            tls=layout.tls,
+            static_tls=bool(dyn.get(DT_FLAGS, 0) & DF_STATIC_TLS),
             version_defs=version_defs,
             version_needs=version_needs,
             gpu_code=_gpu_code(source, layout),

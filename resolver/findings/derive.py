@@ -29,13 +29,14 @@ from resolver.findings.model import (
     NoVersionInformation,
     PreloadNotFound,
     Severity,
+    StaticTlsExhausted,
     TorchPinMismatch,
     UndefinedSymbols,
     VersionNotFound,
     WrongArchitecture,
 )
 from resolver.loader.torch_import import IMPORT
-from resolver.loader.walk import INTERPRETER, PRELOAD, PRELOADED, Outcome
+from resolver.loader.walk import INTERPRETER, PRELOAD, PRELOADED, STATIC_TLS_SURPLUS, Outcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -43,7 +44,13 @@ if TYPE_CHECKING:
     from resolver.elf.facts import GpuCode
     from resolver.loader.extensions import Extension
     from resolver.loader.torch_import import Attempt, TorchInstall
-    from resolver.loader.walk import LoadedObject, Request, SymbolProblem, VersionProblem
+    from resolver.loader.walk import (
+        LoadedObject,
+        Request,
+        SymbolProblem,
+        TlsProblem,
+        VersionProblem,
+    )
     from resolver.target.platform import Platform
 
 __all__ = [
@@ -75,6 +82,7 @@ def load_findings(  # noqa: PLR0913 - the walk's records, then keyword-only help
     *,
     locate_elsewhere: Callable[[str], tuple[FileElsewhere, ...]],
     symbols: Sequence[SymbolProblem] = (),
+    tls: Sequence[TlsProblem] = (),
 ) -> tuple[Finding, ...]:
     """Findings from torch's dlopen attempts: missing, invalid, wrong-arch, versions.
 
@@ -108,6 +116,13 @@ def load_findings(  # noqa: PLR0913 - the walk's records, then keyword-only help
                                                  for i in problem.defined_elsewhere))
         for attempt in attempts if not attempt.superseded
         for problem in (symbols[i] for i in attempt.symbols)
+    ]
+    findings += [
+        StaticTlsExhausted(severity=_severity([problem.phase]), phases=(problem.phase,),
+                           library=objects[problem.requester].path, needed=problem.needed,
+                           available=problem.available, surplus=STATIC_TLS_SURPLUS)
+        for attempt in attempts if not attempt.superseded
+        for problem in (tls[i] for i in attempt.tls)
     ]
     return tuple(findings)
 

@@ -37,6 +37,7 @@ __all__ = [
     "NoVersionInformation",
     "PreloadNotFound",
     "Severity",
+    "StaticTlsExhausted",
     "TagMismatch",
     "TorchPinMismatch",
     "UndefinedSymbols",
@@ -169,6 +170,27 @@ class UndefinedSymbols(Finding):
     def subject(self) -> str:
         """The first undefined symbol."""
         return self.symbols[0]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StaticTlsExhausted(Finding):
+    """`cannot allocate memory in static TLS block`.
+
+    A library opened with dlopen uses initial-exec TLS bigger than what is left of glibc's
+    static TLS surplus. Loading it at start instead (LD_PRELOAD) gives it static TLS without
+    that limit.
+    """
+
+    kind: ClassVar[str] = "static-tls-exhausted"
+    library: str
+    needed: int  # bytes of its TLS block
+    available: int  # bytes left of the surplus when it was opened
+    surplus: int  # the whole surplus, bytes
+
+    @property
+    def subject(self) -> str:
+        """The library's file name."""
+        return self.library.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -341,6 +363,7 @@ CAUSE_ORDER: tuple[type[Finding], ...] = (
     PreloadNotFound,
     VersionNotFound,
     UndefinedSymbols,
+    StaticTlsExhausted,
     CudnnTooOld,
     NoVersionInformation,
     LdSoCacheIgnored,

@@ -74,6 +74,7 @@ class Attempt:
     requests: range  # indices into Namespace.requests made by this attempt
     versions: range = range(0)  # indices into Namespace.version_problems found by it
     symbols: range = range(0)  # indices into Namespace.symbol_problems found by it
+    tls: range = range(0)  # indices into Namespace.tls_problems found by it
     superseded: bool = False  # failed, but torch recovered (a retry) or ignores the failure
     preload: tuple[str, str] | None = None  # (folder, glob) of a `_preload_cuda_lib` lookup
     preload_dirs: tuple[str, ...] = ()  # the sys.path entries that lookup searched
@@ -186,13 +187,14 @@ def _attempt(  # noqa: PLR0913 - Namespace.dlopen's arguments, plus why it is ca
     *, keep: bool = False, rtld_global: bool = False,
 ) -> Attempt:
     first, first_version = len(ns.requests), len(ns.version_problems)
-    first_symbol = len(ns.symbol_problems)
+    first_symbol, first_tls = len(ns.symbol_problems), len(ns.tls_problems)
     ok = ns.dlopen(name, phase=phase, requester=requester, keep_on_failure=keep,
                    rtld_global=rtld_global)
     return Attempt(phase=phase, name=name, why=why, ok=ok,
                    requests=range(first, len(ns.requests)),
                    versions=range(first_version, len(ns.version_problems)),
-                   symbols=range(first_symbol, len(ns.symbol_problems)))
+                   symbols=range(first_symbol, len(ns.symbol_problems)),
+                   tls=range(first_tls, len(ns.tls_problems)))
 
 
 def attempt_preloaded(ns: Namespace, name: str) -> Attempt:

@@ -21,6 +21,14 @@ object (its root and that root's dependencies, breadth-first); see elf/dl-open.c
 and elf/dl-lookup.c `_dl_lookup_symbol_x`. A scope holding an object whose symbols are unknown
 is not judged.
 
+Static TLS is modelled too (elf/dl-tls.c, elf/dl-reloc.c `_dl_try_allocate_static_tls`): what
+the process loads at start gets its static TLS then; an object loaded later by dlopen whose TLS
+uses the initial-exec model (DF_STATIC_TLS) must fit into what is left of the surplus glibc
+reserves at start, 1664 bytes by default (`tls_static_surplus` with rtld.nns 4 and
+rtld.optional_static_tls 512, padded by LEGACY_TLS to the historic 1664), or the dlopen fails
+with "cannot allocate memory in static TLS block". Not modelled: the optional part taken by
+TLSDESC accesses (at most 512 bytes, which makes a near miss look like a fit), and tunables.
+
 Unlike the real loader, the walk does not stop at the first failure: like `ld.so` in trace mode
 it records every failure and goes on, so one diagnose shows them all. A dlopen that fails is
 rolled back, as `dlopen` unloads what it loaded, so later loads see the namespace torch sees.
@@ -50,14 +58,20 @@ __all__ = [
     "INTERPRETER",
     "PRELOAD",
     "PRELOADED",
+    "STATIC_TLS_SURPLUS",
     "Candidate",
     "LoadedObject",
     "Namespace",
     "Outcome",
     "Request",
     "SymbolProblem",
+    "TlsProblem",
     "VersionProblem",
 ]
+
+# glibc's static TLS surplus with its default tunables (elf/dl-tls.c `_dl_tls_static_surplus_init`:
+# tls_static_surplus (4, 512) + LEGACY_TLS), in bytes.
+STATIC_TLS_SURPLUS = 1664
 
 INTERPRETER = "interpreter"  # the phase of the main program and what it loads at start
 PRELOAD = "LD_PRELOAD"  # the phase of an LD_PRELOAD entry itself
@@ -136,6 +150,16 @@ class SymbolProblem:
     defined_elsewhere: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsProblem:
+    """An initial-exec TLS block that does not fit into what is left of the static surplus."""
+
+    requester: int  # the object whose TLS does not fit
+    needed: int  # its PT_TLS size, bytes
+    available: int  # what was left of the surplus, bytes
+    phase: str
+
+
 class _Stop:
     """Marks a candidate whose failure abandons the rest of its search list."""
 
@@ -149,6 +173,8 @@ class _State:
     requests: list[Request] = field(default_factory=list)
     versions: list[VersionProblem] = field(default_factory=list)
     symbols: list[SymbolProblem] = field(default_factory=list)
+    tls: list[TlsProblem] = field(default_factory=list)
+    tls_used: int | None = None  # bytes of the surplus taken by dlopen; None: not modelled
     unloaded: set[int] = field(default_factory=set)  # rolled back by a failed dlopen
     deps: dict[int, list[int]] = field(default_factory=dict)  # resolved DT_NEEDED, in order
     global_scope: list[int] = field(default_factory=list)  # main, preloads, RTLD_GLOBAL groups
@@ -202,6 +228,19 @@ class Namespace:
     def symbol_problems(self) -> tuple[SymbolProblem, ...]:
         """Every object with undefined symbols found so far."""
         return tuple(self.state.symbols)
+
+    @property
+    def tls_problems(self) -> tuple[TlsProblem, ...]:
+        """Every initial-exec TLS block that did not fit so far."""
+        return tuple(self.state.tls)
+
+    @property
+    def static_tls_used(self) -> int | None:
+        """Bytes of the static TLS surplus dlopen took so far.
+
+        None when not modelled: no interpreter was started.
+        """
+        return self.state.tls_used
 
     @property
     def unjudged(self) -> tuple[tuple[str, str], ...]:
@@ -430,8 +469,10 @@ class Namespace:
             new = self._map(name, self.main, PRELOAD, state)
             if new is not None:
                 roots.append(new.index)
-        return self._load_group(roots, first_object, len(state.requests), len(state.versions),
-                                INTERPRETER, rtld_global=True, keep=True)
+        loaded = self._load_group(roots, first_object, len(state.requests),
+                                  len(state.versions), INTERPRETER, rtld_global=True, keep=True)
+        state.tls_used = 0  # what loads from now on takes its static TLS from the surplus
+        return loaded
 
     def dlopen(self, name: str, *, phase: str = "import", requester: int | None = None,
                keep_on_failure: bool = False, rtld_global: bool = False) -> bool:
@@ -469,6 +510,8 @@ class Namespace:
         self._check_versions(range(first_object, len(state.objects)), phase)
         failed = any(r.target is None for r in state.requests[first_request:]) or any(
             v.fatal for v in state.versions[first_version:])
+        failed = failed or not self._allocate_static_tls(
+            range(first_object, len(state.objects)), phase)
         if failed:
             if not keep:
                 state.unloaded.update(range(first_object, len(state.objects)))
@@ -479,6 +522,27 @@ class Namespace:
         if rtld_global:
             state.global_scope.extend(i for i in group if i not in state.global_scope)
         return len(state.symbols) == first_symbol
+
+    def _allocate_static_tls(self, new: range, phase: str) -> bool:
+        """Give each new initial-exec TLS block its place in the surplus, in load order."""
+        state = self.state
+        if state.tls_used is None:
+            return True
+        ok = True
+        for index in new:
+            facts = state.objects[index].facts
+            if facts.tls is None or not facts.static_tls:
+                continue
+            size, align = facts.tls
+            end = -(-state.tls_used // align) * align + size
+            if end > STATIC_TLS_SURPLUS:
+                state.tls.append(TlsProblem(requester=index, needed=size,
+                                            available=STATIC_TLS_SURPLUS - state.tls_used,
+                                            phase=phase))
+                ok = False
+                continue
+            state.tls_used = end
+        return ok
 
     def _search_list(self, roots: list[int]) -> list[int]:
         """The dlopen's local scope: its roots and their dependencies, breadth-first, once each."""
