@@ -17,7 +17,8 @@ from packaging.version import Version
 
 from resolver.cli.sentences import describe
 from resolver.elf.facts import GpuCode
-from resolver.loader.walk import STATIC_TLS_SURPLUS, Candidate
+from resolver.loader.binding import STATIC_TLS_SURPLUS
+from resolver.loader.walk import Candidate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

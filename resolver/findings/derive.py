@@ -35,22 +35,18 @@ from resolver.findings.model import (
     VersionNotFound,
     WrongArchitecture,
 )
+from resolver.loader.binding import STATIC_TLS_SURPLUS
 from resolver.loader.torch_import import IMPORT
-from resolver.loader.walk import INTERPRETER, PRELOAD, PRELOADED, STATIC_TLS_SURPLUS, Outcome
+from resolver.loader.walk import INTERPRETER, PRELOAD, PRELOADED, Outcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     from resolver.elf.facts import GpuCode
+    from resolver.loader.binding import SymbolProblem, TlsProblem
     from resolver.loader.extensions import Extension
     from resolver.loader.torch_import import Attempt, TorchInstall
-    from resolver.loader.walk import (
-        LoadedObject,
-        Request,
-        SymbolProblem,
-        TlsProblem,
-        VersionProblem,
-    )
+    from resolver.loader.walk import LoadedObject, Request, VersionProblem
     from resolver.target.platform import Platform
 
 __all__ = [

@@ -15,19 +15,7 @@ with its DT_NEEDED and `LD_PRELOAD` into the global scope, and its DT_RPATH ends
 chain that has no DT_RUNPATH (elf/dl-load.c `_dl_map_object`: "try the DT_RPATH of the
 executable itself"). Each dlopen that loads everything then binds the undefined symbols of what
 it added, as RTLD_NOW does (Python imports extension modules and ctypes opens libraries with
-RTLD_NOW): a reference must be defined in the global scope (the main program, its dependencies,
-`LD_PRELOAD`, libraries opened RTLD_GLOBAL) or in the local scope of the dlopen that loaded the
-object (its root and that root's dependencies, breadth-first); see elf/dl-open.c `dl_open_worker`
-and elf/dl-lookup.c `_dl_lookup_symbol_x`. A scope holding an object whose symbols are unknown
-is not judged.
-
-Static TLS is modelled too (elf/dl-tls.c, elf/dl-reloc.c `_dl_try_allocate_static_tls`): what
-the process loads at start gets its static TLS then; an object loaded later by dlopen whose TLS
-uses the initial-exec model (DF_STATIC_TLS) must fit into what is left of the surplus glibc
-reserves at start, 1664 bytes by default (`tls_static_surplus` with rtld.nns 4 and
-rtld.optional_static_tls 512, padded by LEGACY_TLS to the historic 1664), or the dlopen fails
-with "cannot allocate memory in static TLS block". Not modelled: the optional part taken by
-TLSDESC accesses (at most 512 bytes, which makes a near miss look like a fit), and tunables.
+RTLD_NOW), and places their static TLS: `resolver.loader.binding`.
 
 Unlike the real loader, the walk does not stop at the first failure: like `ld.so` in trace mode
 it records every failure and goes on, so one diagnose shows them all. A dlopen that fails is
@@ -42,8 +30,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from resolver.elf.cache import read_facts
-from resolver.elf.facts import reference_binds
 from resolver.errors import InvalidElf
+from resolver.loader.binding import (
+    SymbolProblem,
+    TlsProblem,
+    allocate_static_tls,
+    bind_symbols,
+)
 from resolver.loader.search import SearchDir, Via, expand_dst, split_search_path
 
 if TYPE_CHECKING:
@@ -58,20 +51,13 @@ __all__ = [
     "INTERPRETER",
     "PRELOAD",
     "PRELOADED",
-    "STATIC_TLS_SURPLUS",
     "Candidate",
     "LoadedObject",
     "Namespace",
     "Outcome",
     "Request",
-    "SymbolProblem",
-    "TlsProblem",
     "VersionProblem",
 ]
-
-# glibc's static TLS surplus with its default tunables (elf/dl-tls.c `_dl_tls_static_surplus_init`:
-# tls_static_surplus (4, 512) + LEGACY_TLS), in bytes.
-STATIC_TLS_SURPLUS = 1664
 
 INTERPRETER = "interpreter"  # the phase of the main program and what it loads at start
 PRELOAD = "LD_PRELOAD"  # the phase of an LD_PRELOAD entry itself
@@ -137,27 +123,6 @@ class VersionProblem:
     weak: bool
     phase: str
     fatal: bool  # False when the provider has no version definitions at all (a warning)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SymbolProblem:
-    """Undefined symbols of one object that nothing in its lookup scope defines."""
-
-    requester: int
-    symbols: tuple[str, ...]  # `name` or `name@VERSION`, sorted
-    phase: str
-    # Loaded objects outside the scope that define some of them (an RTLD_LOCAL neighbour).
-    defined_elsewhere: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TlsProblem:
-    """An initial-exec TLS block that does not fit into what is left of the static surplus."""
-
-    requester: int  # the object whose TLS does not fit
-    needed: int  # its PT_TLS size, bytes
-    available: int  # what was left of the surplus, bytes
-    phase: str
 
 
 class _Stop:
@@ -524,25 +489,13 @@ class Namespace:
         return len(state.symbols) == first_symbol
 
     def _allocate_static_tls(self, new: range, phase: str) -> bool:
-        """Give each new initial-exec TLS block its place in the surplus, in load order."""
+        """Place the new objects' initial-exec TLS; False when a block does not fit."""
         state = self.state
         if state.tls_used is None:
             return True
-        ok = True
-        for index in new:
-            facts = state.objects[index].facts
-            if facts.tls is None or not facts.static_tls:
-                continue
-            size, align = facts.tls
-            end = -(-state.tls_used // align) * align + size
-            if end > STATIC_TLS_SURPLUS:
-                state.tls.append(TlsProblem(requester=index, needed=size,
-                                            available=STATIC_TLS_SURPLUS - state.tls_used,
-                                            phase=phase))
-                ok = False
-                continue
-            state.tls_used = end
-        return ok
+        state.tls_used, problems = allocate_static_tls(state.objects, new, state.tls_used, phase)
+        state.tls += problems
+        return not problems
 
     def _search_list(self, roots: list[int]) -> list[int]:
         """The dlopen's local scope: its roots and their dependencies, breadth-first, once each."""
@@ -561,40 +514,11 @@ class Namespace:
         """Bind the undefined symbols of the objects in `new` against global + `group`."""
         state = self.state
         scope = list(dict.fromkeys((*state.global_scope, *group)))
-        unknown = [state.objects[i] for i in scope if state.objects[i].facts.symbols is None]
-        if unknown:
-            if any(_references(state.objects[i]) for i in new):
-                state.unjudged.append((phase, f"{unknown[0].path} has no symbol table to read"))
-            return
-        keys: set[int] = set()
-        for index in scope:
-            symbols = state.objects[index].facts.symbols
-            if symbols is not None:
-                keys |= symbols.keys
-        in_scope = set(scope)
-        for index in new:
-            symbols = state.objects[index].facts.symbols
-            if symbols is None:
-                continue
-            unbound = tuple(ref for ref in symbols.undefined
-                            if not reference_binds(ref, keys) and not self._python_api(ref))
-            if not unbound:
-                continue
-            elsewhere = tuple(
-                o.index for o in self.objects
-                if o.index not in in_scope and o.facts.symbols is not None
-                and any(reference_binds(ref, o.facts.symbols.keys) for ref in unbound))
-            state.symbols.append(SymbolProblem(requester=index, symbols=unbound, phase=phase,
-                                               defined_elsewhere=elsewhere))
-
-    def _python_api(self, reference: str) -> bool:
-        """True for the interpreter's C API when no interpreter is modelled to define it.
-
-        An extension module leaves `Py*`/`_Py*` undefined for the interpreter that imports it
-        (PEP 3149 extension modules; PEP 384's limited API); without the interpreter's own
-        symbol table they are taken as defined rather than reported.
-        """
-        return self.main is None and reference.startswith(("Py", "_Py"))
+        problems, unjudged = bind_symbols(state.objects, new, scope, self.objects, phase,
+                                          interpreter_known=self.main is not None)
+        state.symbols += problems
+        if unjudged is not None:
+            state.unjudged.append((phase, unjudged))
 
     def _check_versions(self, new: range, phase: str) -> None:
         for index in new:
@@ -611,11 +535,6 @@ class Namespace:
                 self.state.versions.append(VersionProblem(
                     requester=index, provider=provider.index, file=need.file,
                     version=need.name, weak=need.weak, phase=phase, fatal=bool(defs)))
-
-
-def _references(obj: LoadedObject) -> tuple[str, ...]:
-    """The object's undefined references that must bind (none when its symbols are unknown)."""
-    return obj.facts.symbols.undefined if obj.facts.symbols is not None else ()
 
 
 def _with_name(obj: LoadedObject, name: str) -> LoadedObject:

@@ -42,7 +42,15 @@ if TYPE_CHECKING:
     from resolver.recipes.schema import Applies, Recipe
     from resolver.target.platform import Platform
 
-__all__ = ["Fix", "Target", "match_findings", "target_of", "wanted_by", "why_not"]
+__all__ = [
+    "Fix",
+    "Target",
+    "beyond_recipes",
+    "match_findings",
+    "target_of",
+    "wanted_by",
+    "why_not",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -203,6 +211,18 @@ def _fix(finding: Finding, wanted: str, recipes: Sequence[Recipe], target: Targe
         family = tuple(f.name for f in finding.found_elsewhere if not f.same_soname)
     return Fix(finding=finding, wanted=wanted, recipes=tuple(fitting), excluded=tuple(excluded),
                activate=activate, family=family)
+
+
+def beyond_recipes(findings: Sequence[Finding]) -> tuple[Finding, ...]:
+    """Findings that block `import torch` and that no recipe can fix by their kind.
+
+    Undefined symbols, a package pinned to another torch, static TLS exhausted: no library
+    installed makes them go, so a plan must name them instead of claiming to fix everything.
+    """
+    from resolver.findings.model import Severity  # noqa: PLC0415
+
+    return tuple(f for f in findings
+                 if f.severity is Severity.BLOCKS_IMPORT and wanted_by(f) is None)
 
 
 def match_findings(findings: Sequence[Finding], recipes: Sequence[Recipe], target: Target

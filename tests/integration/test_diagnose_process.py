@@ -85,6 +85,15 @@ def test_undefined_symbols_match_the_loader(thor_root_complete: Path, tmp_path: 
     assert imported.returncode != 0
     said = re.search(r"undefined symbol: (\S+)", imported.stderr)
     assert said is not None and said.group(1) in truth, imported.stderr[-2000:]
+    # No library to install fixes it: the plan says so instead of claiming to fix everything.
+    planned = subprocess.run([sys.executable, "-m", "resolver", "plan", "--json", "--no-cache",
+                              "--root", str(root), "--site-packages",
+                              str(root / SITE.lstrip("/"))],
+                             capture_output=True, text=True, check=False, timeout=600)
+    assert planned.returncode == 1, planned.stderr
+    plan = json.loads(planned.stdout)
+    validate("plan", plan)
+    assert any("undefined-symbols" in item["why"] for item in plan["unfixable"]), plan
 
 
 def test_complete_root_binds_every_symbol(thor_root_complete: Path) -> None:

@@ -8,6 +8,7 @@ Exit 0 when the plan fixes every finding it can see, 1 when something is left un
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
 import sys
@@ -144,6 +145,15 @@ def _root_ldconfig(root: Path, machine: str) -> tuple[str, ...]:
     return ()
 
 
+def unfixable_by_kind(result: Diagnosis) -> tuple[tuple[str, str], ...]:
+    """(subject, why) of each blocking finding no recipe kind fixes, for the plan to name."""
+    from resolver.cli.sentences import describe  # noqa: PLC0415
+    from resolver.recipes.match import beyond_recipes  # noqa: PLC0415
+
+    return tuple((f.subject, f"no recipe fixes this kind of finding ({f.kind}): {describe(f)}")
+                 for f in beyond_recipes(result.findings))
+
+
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
 
@@ -185,6 +195,7 @@ def register(app: typer.Typer) -> None:
                                wheelhouse=wheelhouse, source_build=source_build,
                                interpreter=python)
         plan = make_plan(fixes, options)
+        plan = dataclasses.replace(plan, unfixable=plan.unfixable + unfixable_by_kind(result))
         code = ExitCode.FINDINGS if plan.unfixable else ExitCode.OK
         if as_json:
             from resolver.cli.render_json import dump, plan_json  # noqa: PLC0415
