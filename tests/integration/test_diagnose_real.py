@@ -159,7 +159,7 @@ def test_no_kernel_for_a_gpu_the_wheel_was_not_built_for(torch_x86_full: Path) -
     validate("diagnose", document)
     missing = [f for f in document["findings"] if f["kind"] == "no-kernel-for-gpu"]
     assert {f["library"].rsplit("/", 1)[-1] for f in missing} >= {"libtorch_cuda.so"}
-    assert all(f["severity"] == "breaks-feature" and f["gpu_arch"] == 110 for f in missing)
+    assert all(f["severity"] == "cuda-unusable" and f["gpu_arch"] == 110 for f in missing)
     carried = next(f["codes"] for f in missing if f["library"].endswith("libtorch_cuda.so"))
     assert "sm_120" in carried and "sm_110" not in carried
     assert thor.code == 0  # import works; CUDA kernels do not
