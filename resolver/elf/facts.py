@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
+import sys
 from array import array
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from resolver.errors import InvalidFixture
 
 __all__ = [
     "FACTS_SCHEMA",
+    "PLAIN",
+    "PUBLIC",
     "DynamicSymbols",
     "ElfClass",
     "ElfFacts",
@@ -28,9 +31,12 @@ __all__ = [
     "Machine",
     "VersionNeed",
     "facts_to_json",
+    "key_digest",
     "machine_name",
     "parse_facts_json",
     "parse_gpu_code",
+    "reference_binds",
+    "reference_keys",
 ]
 
 # Bump when ElfFacts or its JSON form changes: cached facts of another schema are re-read.
@@ -114,19 +120,28 @@ class GpuCode:
         return f"{prefix}_{self.arch}{'a' if self.arch_specific else ''}"
 
 
+PLAIN = b"\x01"  # prefix of the key text of a definition without a version (or the base one)
+PUBLIC = b"\x02"  # prefix of the key text of a non-hidden versioned definition
+
+
+def key_digest(text: bytes) -> bytes:
+    """The 8-byte BLAKE2b digest a key is made of (little-endian, as `DynamicSymbols` packs)."""
+    return hashlib.blake2b(text, digest_size=8).digest()
+
+
 def symbol_key(text: bytes) -> int:
     """The 64-bit key a symbol is stored and looked up under (BLAKE2b of its key text)."""
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+    return int.from_bytes(key_digest(text), "little")
 
 
 def plain_key(name: bytes) -> int:
     """Key of a definition an unversioned and any non-hidden versioned reference binds to."""
-    return symbol_key(b"\x01" + name)
+    return symbol_key(PLAIN + name)
 
 
 def public_key(name: bytes) -> int:
     """Key of a non-hidden versioned definition: what an unversioned reference may bind to."""
-    return symbol_key(b"\x02" + name)
+    return symbol_key(PUBLIC + name)
 
 
 def versioned_key(name: bytes, version: bytes) -> int:
@@ -141,7 +156,7 @@ class DynamicSymbols:
     `name@VERSION` when `.gnu.version` ties it to a `.gnu.version_r` entry; weak references may
     stay unbound and are left out. The definitions the loader may bind to (glibc
     elf/dl-lookup.c `do_lookup_x` and `check_match`: STB_GLOBAL/WEAK/GNU_UNIQUE, not hidden or
-    internal, a value or TLS, of an allowed type) are kept as sorted 64-bit keys, not names: a
+    internal, a value or TLS, of an allowed type) are kept as sorted 64-bit digests, not names: a
     `libtorch_cpu.so` defines about 49,000, whose names alone take 4 MB. Each definition gives
     `plain_key(name)` when it has no version or the base one, `public_key(name)` when its
     version is not hidden, and `versioned_key(name, version)` when it has one. A reference
@@ -149,27 +164,52 @@ class DynamicSymbols:
     (`check_match`: an unversioned definition satisfies a versioned reference).
     """
 
-    __slots__ = ("_keys", "defined", "undefined")
+    __slots__ = ("_keys", "_wanted", "defined", "reference_digests", "undefined")
 
-    def __init__(self, *, undefined: tuple[str, ...], defined: bytes) -> None:
+    def __init__(self, *, undefined: tuple[str, ...], defined: bytes,
+                 reference_digests: bytes = b"") -> None:
         self.undefined = undefined
-        self.defined = defined  # little-endian uint64 keys, sorted
+        self.defined = defined  # 8-byte key digests (`key_digest`), sorted, joined
+        # Two digests per reference, in order (`reference_keys`): kept so that binding after
+        # a cache hit hashes nothing. Empty: computed when first needed.
+        self.reference_digests = reference_digests
         self._keys: frozenset[int] | None = None
+        self._wanted: tuple[tuple[str, int, int], ...] | None = None
+
+    def packed_references(self) -> bytes:
+        """`reference_digests`, computed (hashing each reference) when not kept."""
+        if len(self.reference_digests) != 16 * len(self.undefined):
+            self.reference_digests = b"".join(
+                key.to_bytes(8, "little") for ref in self.undefined
+                for key in reference_keys(ref))
+        return self.reference_digests
+
+    @property
+    def wanted(self) -> tuple[tuple[str, int, int], ...]:
+        """Each reference with the two keys a definition satisfying it is stored under."""
+        if self._wanted is None:
+            keys = array("Q")
+            keys.frombytes(self.packed_references())
+            if sys.byteorder == "big":  # pragma: no cover - the digests are read little-endian
+                keys.byteswap()
+            self._wanted = tuple(zip(self.undefined, keys[0::2], keys[1::2], strict=True))
+        return self._wanted
 
     @classmethod
-    def from_keys(cls, undefined: tuple[str, ...], keys: set[int]) -> DynamicSymbols:
-        """Build from a set of definition keys."""
-        packed = array("Q", sorted(keys))
-        if packed.itemsize != 8:  # pragma: no cover - every CPython platform has 8-byte Q
-            raise RuntimeError("array('Q') is not 64-bit here")
-        return cls(undefined=undefined, defined=packed.tobytes())
+    def from_digests(cls, undefined: tuple[str, ...], digests: list[bytes]) -> DynamicSymbols:
+        """Build from the 8-byte digests (`key_digest`) of the definition keys."""
+        return cls(undefined=undefined, defined=b"".join(sorted(set(digests))))
 
     @property
     def keys(self) -> frozenset[int]:
-        """The definition keys, unpacked once."""
+        """The definition keys, unpacked once (each digest read as a little-endian integer)."""
         if self._keys is None:
             unpacked = array("Q")
+            if unpacked.itemsize != 8:  # pragma: no cover - CPython's Q is 64-bit everywhere
+                raise RuntimeError("array('Q') is not 64-bit here")
             unpacked.frombytes(self.defined)
+            if sys.byteorder == "big":  # pragma: no cover - the digests are read little-endian
+                unpacked.byteswap()
             self._keys = frozenset(unpacked)
         return self._keys
 
@@ -192,12 +232,22 @@ class DynamicSymbols:
         return f"DynamicSymbols(undefined={len(self.undefined)}, defined={len(self)})"
 
 
-def reference_binds(reference: str, keys: frozenset[int] | set[int]) -> bool:
-    """True when `reference` (`name` or `name@VERSION`) binds to a definition among `keys`."""
+def reference_keys(reference: str) -> tuple[int, int]:
+    """The two keys a definition `reference` binds to may be stored under.
+
+    `name@V`: its versioned key or the plain one; `name`: the plain or the public one
+    (`DynamicSymbols`).
+    """
     name, _, version = reference.encode("utf-8", "surrogateescape").partition(b"@")
     if version:
-        return versioned_key(name, version) in keys or plain_key(name) in keys
-    return plain_key(name) in keys or public_key(name) in keys
+        return versioned_key(name, version), plain_key(name)
+    return plain_key(name), public_key(name)
+
+
+def reference_binds(reference: str, keys: frozenset[int] | set[int]) -> bool:
+    """True when `reference` (`name` or `name@VERSION`) binds to a definition among `keys`."""
+    first, second = reference_keys(reference)
+    return first in keys or second in keys
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,8 +306,10 @@ def facts_to_json(facts: ElfFacts, *, symbols: bool = True) -> dict[str, Any]:
         "dynamic": facts.has_dynamic,
     }
     if symbols and facts.symbols is not None:
-        data["symbols"] = {"undefined": list(facts.symbols.undefined),
-                           "defined": base64.b64encode(facts.symbols.defined).decode("ascii")}
+        data["symbols"] = {
+            "undefined": list(facts.symbols.undefined),
+            "defined": base64.b64encode(facts.symbols.defined).decode("ascii"),
+            "references": base64.b64encode(facts.symbols.packed_references()).decode("ascii")}
     if symbols and facts.tls is not None:
         data["tls"] = [*facts.tls, facts.static_tls]
     return data
@@ -316,11 +368,16 @@ def _symbols_field(data: object, where: str) -> DynamicSymbols | None:
         raise InvalidFixture(f"{where}.undefined: expected a list of strings")
     try:
         defined = base64.b64decode(_field(data, "defined", str, where), validate=True)
+        references = base64.b64decode(str(data.get("references", "")), validate=True)
     except ValueError as err:
-        raise InvalidFixture(f"{where}.defined: not base64 ({err})") from err
+        raise InvalidFixture(f"{where}: not base64 ({err})") from err
     if len(defined) % 8:
         raise InvalidFixture(f"{where}.defined: {len(defined)} bytes, not whole 64-bit keys")
-    return DynamicSymbols(undefined=tuple(undefined), defined=defined)
+    if references and len(references) != 16 * len(undefined):
+        raise InvalidFixture(f"{where}.references: {len(references)} bytes for "
+                             f"{len(undefined)} references")
+    return DynamicSymbols(undefined=tuple(undefined), defined=defined,
+                          reference_digests=references)
 
 
 def parse_facts_json(data: object, where: str = "facts") -> ElfFacts:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from resolver.findings.model import (
@@ -303,7 +302,7 @@ def driver_findings(torch: TorchInstall | None, driver: Version | None,
                          driver_cuda=driver_cuda),)
 
 
-def pin_findings(extensions: Iterable[Extension], torch: TorchInstall | None,
+def pin_findings(extensions: Sequence[Extension], torch: TorchInstall | None,
                  phase_of: Callable[[Extension], str]) -> tuple[TorchPinMismatch, ...]:
     """`TorchPinMismatch` for each package whose torch requirement the installed torch misses.
 
@@ -312,6 +311,10 @@ def pin_findings(extensions: Iterable[Extension], torch: TorchInstall | None,
     """
     if torch is None or torch.version is None:
         return ()
+    if not any(extension.torch_requirements for extension in extensions):
+        return ()
+    from packaging.requirements import InvalidRequirement, Requirement  # noqa: PLC0415
+
     try:
         installed = Version(torch.version)
     except InvalidVersion:

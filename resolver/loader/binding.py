@@ -93,19 +93,24 @@ def bind_symbols(  # noqa: PLR0913 - the objects, what is new, the scope, then o
     if unknown is not None:
         judged = any(_references(objects[i]) for i in new)
         return [], f"{unknown.path} has no symbol table to read" if judged else None
-    keys: set[int] = set()
-    for index in scope:
-        symbols = objects[index].facts.symbols
-        if symbols is not None:
-            keys |= symbols.keys
     in_scope = set(scope)
     outside = [o for o in loaded if o.index not in in_scope and o.facts.symbols is not None]
-    problems = []
-    for index in new:
+    news = [(index, symbols) for index, symbols in ((i, objects[i].facts.symbols) for i in new)
+            if symbols is not None and symbols.undefined]
+    # Which of the wanted keys the scope defines, one set intersection per object in scope
+    # (each costs the size of the smaller set, the wanted keys): a dlopen adds a few thousand
+    # references to a scope of a few hundred thousand definitions.
+    wanted = {key for _, symbols in news for _, first, second in symbols.wanted
+              for key in (first, second)}
+    found: set[int] = set()
+    for index in scope:
         symbols = objects[index].facts.symbols
-        if symbols is None:
-            continue
-        unbound = tuple(ref for ref in symbols.undefined if not reference_binds(ref, keys)
+        if symbols is not None and wanted:
+            found |= wanted & symbols.keys
+    problems = []
+    for index, symbols in news:
+        unbound = tuple(ref for ref, first, second in symbols.wanted
+                        if first not in found and second not in found
                         and (interpreter_known or not _python_api(ref)))
         if not unbound:
             continue

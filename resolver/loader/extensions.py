@@ -5,8 +5,9 @@ site directory of `sys.path` whose `Requires-Dist` names torch (PEP 508, names c
 503 normalises them), or one of whose compiled modules needs one of torch's own libraries
 (DT_NEEDED of a `torch/lib` file name). Its compiled modules are its RECORD's `.so` files
 outside the `<name>.libs` folders auditwheel vendors dependencies into (PEP 376 RECORD;
-auditwheel's layout). `import <package>` opens them after torch, each with RTLD_NOW in its own
-local scope (CPython `_PyImport_FindSharedFuncptr`, `torch.ops.load_library`).
+auditwheel's layout); for a distribution without a torch pin, only those not named `lib*` are
+read to see whether they link torch. `import <package>` opens them after torch, each with
+RTLD_NOW in its own local scope (CPython `_PyImport_FindSharedFuncptr`, `torch.ops.load_library`).
 
 Nothing here loads anything: it lists what to load and the pins to compare.
 """
@@ -17,8 +18,6 @@ import posixpath
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-from packaging.requirements import InvalidRequirement, Requirement
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -71,8 +70,18 @@ def _metadata(text: str) -> tuple[str | None, str | None, list[str]]:
     return name, version, requires
 
 
+_NAMES_TORCH = re.compile(r"^\s*torch\s*(?:[\[(;<>=!~ ]|$)", re.IGNORECASE)
+
+
 def _torch_requirements(requires: list[str]) -> tuple[str, ...]:
     """The Requires-Dist entries that name torch, those only for an extra left out."""
+    # Parsing every requirement of every distribution would cost more than the rest: only the
+    # lines that may name torch are parsed (PEP 503 names: "torch" has no separators to fold).
+    requires = [text for text in requires if _NAMES_TORCH.match(text)]
+    if not requires:
+        return ()
+    from packaging.requirements import InvalidRequirement, Requirement  # noqa: PLC0415
+
     found = []
     for text in requires:
         try:
@@ -132,8 +141,11 @@ def find_extensions(
             if not modules:
                 continue
             pins = _torch_requirements(requires)
-            links = any(set(needed_of(m)) & torch_libs for m in modules)
-            if not pins and not links:
+            # Without a pin, only files named like Python modules are read: a `libX.so` is a
+            # library the distribution ships, not something `import` opens, and the nvidia-*
+            # wheels hold hundreds of them.
+            if not pins and not any(set(needed_of(m)) & torch_libs for m in modules
+                                    if not posixpath.basename(m).startswith("lib")):
                 continue
             if site == torch_site and package == "torch":
                 continue
