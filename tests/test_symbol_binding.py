@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+import _data
+
+from resolver.cli.sentences import describe
 from resolver.elf.cache import FactsCache
+from resolver.findings.derive import load_findings
+from resolver.findings.model import VersionNotFound
+from resolver.loader.torch_import import Attempt
 from resolver.loader.walk import Namespace
 from resolver.target.platform import read_platform
 from resolver.target.rootfs import RootFS
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import _data
 
 CALLS = "extern int {call}(void);\nint jr_use(void) {{ return {call}(); }}"
 
@@ -153,3 +158,46 @@ def test_static_tls_surplus_runs_out(tmp_path: Path, build_lib: _data.BuildLib) 
                           capture_output=True, text=True, check=False, env=env)
     assert done.returncode == 0, done.stderr
     assert _ours_tls([first, second], preload=(str(second),)) == []
+
+
+def test_interpreter_rpath_brings_an_old_provider(tmp_path: Path,
+                                                  build_lib: _data.BuildLib) -> None:
+    """A conda-style interpreter (DT_RPATH $ORIGIN/../lib) whose lib holds an older build of a
+    library: a library without DT_RPATH/DT_RUNPATH of its own gets that one, and misses the
+    version it was linked against, as the loader says; the finding names the RPATH."""
+    new = build_lib(tmp_path / "new", "libprov.so", soname="libprov.so",
+                    version_script="V1 { global: jr_v1; local: *; }; V2 { global: jr_v2; } V1;",
+                    source="int jr_v1(void) { return 1; }\nint jr_v2(void) { return 2; }")
+    user = build_lib(tmp_path, "libuser.so", needed=[new], source=CALLS.format(call="jr_v2"))
+    conda = tmp_path / "conda"
+    build_lib(conda / "lib", "libprov.so", soname="libprov.so",
+              version_script="V1 { global: jr_v1; local: *; };",
+              source="int jr_v1(void) { return 1; }")
+    (conda / "bin").mkdir()
+    python = conda / "bin" / "python3"
+    host = os.path.realpath(sys.executable)
+    shutil.copy2(host, python)
+    own = os.path.join(os.path.dirname(os.path.dirname(host)), "lib")
+    _data.patchelf("--force-rpath", "--set-rpath", f"$ORIGIN/../lib:{own}", str(python))
+    done = subprocess.run([str(python), "-c", f"import ctypes; ctypes.CDLL({str(user)!r})"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode != 0
+    assert "version `V2' not found" in done.stderr
+    assert f"{conda}/bin/../lib/libprov.so" in done.stderr  # as glibc names it
+
+    rootfs = RootFS("/")
+    ns = Namespace(rootfs, read_platform(rootfs), FactsCache(None),
+                   find_in_cache=lambda _name: None)
+    assert ns.start_process(str(python))
+    assert not ns.dlopen(str(user))
+    [problem] = ns.version_problems
+    provider = ns.all_objects[problem.provider]
+    assert (problem.version, problem.fatal) == ("V2", True)
+    assert provider.real == str(conda / "lib" / "libprov.so")
+    assert provider.found is not None and provider.found.owner == str(python)
+    [finding] = [f for f in load_findings(
+        [Attempt(phase="import", name=str(user), why="test", ok=False,
+                 requests=range(len(ns.requests)), versions=range(1))],
+        ns.requests, ns.all_objects, ns.version_problems, locate_elsewhere=lambda _n: ())
+        if isinstance(f, VersionNotFound)]
+    assert f"found through the DT_RPATH of {python}" in describe(finding)

@@ -159,6 +159,8 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,  # noqa
         "objects": [
             {"path": o.path, "real": o.real, "soname": o.facts.soname, "phase": o.phase,
              "loaded": o.index not in result.unloaded,
+             "found_via": None if o.found is None else {"rule": o.found.via.value,
+                                                        "owner": o.found.owner},
              "gpu_code": [str(c) for c in o.facts.gpu_code]}
             for o in result.objects
         ],

@@ -82,10 +82,19 @@ def _(finding: WrongArchitecture) -> str:
             f"(needed by {name_list(finding.requested_by)})")
 
 
+def _found_through(finding: VersionNotFound | NoVersionInformation) -> str:
+    """`, found through the DT_RPATH of /opt/conda/bin/python3.11`, or nothing."""
+    if finding.provider_via is None:
+        return ""
+    if finding.provider_via_owner is not None:
+        return f", found through the {finding.provider_via} of {finding.provider_via_owner}"
+    return f", found through {finding.provider_via}"
+
+
 @describe.register
 def _(finding: VersionNotFound) -> str:
-    return (f"version {finding.version} not found in {finding.provider} ({finding.file}), "
-            f"required by {posixpath.basename(finding.requester)}")
+    return (f"version {finding.version} not found in {finding.provider} ({finding.file}"
+            f"{_found_through(finding)}), required by {posixpath.basename(finding.requester)}")
 
 
 @describe.register

@@ -160,15 +160,18 @@ def _version_findings(
             continue
         seen.add(key)
         requester, provider = objects[problem.requester].path, objects[problem.provider].path
+        found = objects[problem.provider].found
+        via = {"provider_via": found.via.value if found else None,
+               "provider_via_owner": found.owner if found else None}
         if problem.fatal:
             findings.append(VersionNotFound(
                 severity=_severity([problem.phase]), phases=(problem.phase,),
                 version=problem.version, file=problem.file, requester=requester,
-                provider=provider))
+                provider=provider, **via))
         else:
             findings.append(NoVersionInformation(
                 severity=Severity.INFO, phases=(problem.phase,), version=problem.version,
-                file=problem.file, requester=requester, provider=provider))
+                file=problem.file, requester=requester, provider=provider, **via))
     return findings
 
 

@@ -131,6 +131,10 @@ class VersionFinding(Finding):
     file: str  # the vn_file the requirement names (the provider's soname)
     requester: str  # the object with the requirement
     provider: str  # the object the loader chose for `file`
+    # The search rule that chose the provider (`DT_RPATH`, `ld.so.cache`, ...) and the object
+    # whose DT_RPATH/DT_RUNPATH it was: a conda interpreter's RPATH bringing an old libstdc++.
+    provider_via: str | None = None
+    provider_via_owner: str | None = None
 
     @property
     def subject(self) -> str:

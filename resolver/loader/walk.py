@@ -24,6 +24,7 @@ rolled back, as `dlopen` unloads what it loaded, so later loads see the namespac
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import posixpath
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ class LoadedObject:
     loader: int | None  # the object whose DT_NEEDED brought it in (l_loader)
     names: tuple[str, ...]  # the names it was requested under (l_libname)
     phase: str  # the dlopen that first loaded it ("import", or a feature's name)
+    found: Candidate | None = None  # the search rule that found it (None: never searched)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -403,7 +405,7 @@ class Namespace:
                 new = LoadedObject(
                     index=len(state.objects), path=path, real=real, facts=facts,
                     loader=None if requester is None else requester.index,
-                    names=(name,), phase=phase)
+                    names=(name,), phase=phase, found=tried[-1] if tried else None)
                 state.objects.append(new)
                 target = new.index
         if requester is not None and target is not None:
@@ -540,5 +542,4 @@ class Namespace:
 def _with_name(obj: LoadedObject, name: str) -> LoadedObject:
     if name in obj.names:
         return obj
-    return LoadedObject(index=obj.index, path=obj.path, real=obj.real, facts=obj.facts,
-                        loader=obj.loader, names=(*obj.names, name), phase=obj.phase)
+    return dataclasses.replace(obj, names=(*obj.names, name))

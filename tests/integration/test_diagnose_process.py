@@ -147,6 +147,8 @@ def test_interpreter_rpath_takes_part(thor_root_complete: Path, tmp_path: Path) 
         # As glibc names it: the RPATH directory as written, `$ORIGIN` expanded.
         assert [o["path"] for o in libstdcxx] == ["/opt/conda/bin/../lib/libstdc++.so.6"]
         assert libstdcxx[0]["real"].startswith("/opt/conda/lib/libstdc++.so.6.")
+        assert libstdcxx[0]["found_via"] == {"rule": "DT_RPATH",
+                                             "owner": "/opt/conda/bin/python3.11"}
 
     # Without the interpreter (a wheel's view: no main program), nothing finds libstdc++.
     (root / "opt/conda/bin/python3.11").unlink()
