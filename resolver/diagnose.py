@@ -303,7 +303,7 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
     findings += cudnn_findings(torch, live, _cudnn_version(rootfs, platform))
     findings += driver_findings(torch, platform.driver, platform.driver_cuda)
     findings += cpu_only_findings(torch, platform)
-    findings += pin_findings(extensions, torch, import_phase)
+    findings += pin_findings(extensions, torch, import_phase, platform)
     if wheel_tags is None:
         wheel_tags = ()
         for name in sorted(rootfs.list_dir(site)):

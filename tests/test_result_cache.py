@@ -100,3 +100,19 @@ def test_damaged_entry_is_a_miss(tmp_path: Path) -> None:
         entry.write_text(damage)
         again = _run(tmp_path, *args)
         assert (again.returncode, again.stdout) == (first.returncode, first.stdout)
+
+
+def test_the_environment_the_loader_reads_is_part_of_the_key(tmp_path: Path) -> None:
+    """LD_PRELOAD changes what the loader does (it is the live default of --ld-preload): a
+    result kept under one value is not replayed under another."""
+    _, _, args, first = _first_run(tmp_path)
+    [entry] = _entries(tmp_path)
+    _mark(entry, "kept\n")
+    assert _run(tmp_path, *args).stdout == "kept\n"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "LD_PRELOAD": ""}
+    for name in ("LD_PRELOAD", "LD_LIBRARY_PATH"):
+        changed = subprocess.run([sys.executable, "-m", "resolver", *args],
+                                 env={**env, name: "/nonexistent/libx.so"}, cwd=tmp_path,
+                                 capture_output=True, text=True, check=False)
+        assert changed.stdout != "kept\n", name
+        assert changed.returncode == first.returncode

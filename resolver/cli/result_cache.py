@@ -37,7 +37,7 @@ _COMMANDS = frozenset({"diagnose"})
 _NEVER = frozenset({"--no-cache", "--debug", "--help"})
 # What else a result depends on: the target's loader path (a live root) and what decides the
 # live interpreter's sys.path when diagnose asks it where torch is.
-_ENVIRONMENT = ("LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE",
+_ENVIRONMENT = ("LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE",
                 "PYTHONNOUSERSITE", "VIRTUAL_ENV")
 # Filesystem timestamps come from a coarse clock (a few ms); a path changed this close to the
 # start of a run may change again unseen, so its result is not kept.

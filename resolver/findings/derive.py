@@ -227,8 +227,10 @@ def cpu_only_findings(torch: TorchInstall | None, platform: Platform) -> tuple[C
     The evidence is the first of: an L4T release (every Jetson has one), a driver's file
     (`libcuda.so.<version>`), a GPU named with `--gpu-arch` or by a fixture.
     """
-    if torch is None or torch.cuda is not None:
+    if torch is None or torch.cuda is not None or not torch.version_known:
         return ()
+    if any(name.startswith("libtorch_cuda") for name in torch.lib_files):
+        return ()  # version.py says no CUDA, but the CUDA library is there: not a CPU build
     if platform.l4t is not None:
         evidence = f"L4T R{platform.l4t}"
     elif platform.driver is not None:
@@ -305,12 +307,24 @@ def driver_findings(torch: TorchInstall | None, driver: Version | None,
                          driver_cuda=driver_cuda),)
 
 
+def _marker_environment(platform: Platform) -> dict[str, str]:
+    """The PEP 508 marker values of the target, where the platform says them."""
+    environment = {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+                   "platform_machine": platform.arch, "extra": ""}
+    if platform.python is not None:
+        environment["python_version"] = str(platform.python)
+        environment["python_full_version"] = f"{platform.python}.0"
+    return environment
+
+
 def pin_findings(extensions: Sequence[Extension], torch: TorchInstall | None,
-                 phase_of: Callable[[Extension], str]) -> tuple[TorchPinMismatch, ...]:
+                 phase_of: Callable[[Extension], str], platform: Platform,
+                 ) -> tuple[TorchPinMismatch, ...]:
     """`TorchPinMismatch` for each package whose torch requirement the installed torch misses.
 
     PEP 440 matching, pre-releases allowed (a nightly pins one); `==2.11.0` matches
-    `2.11.0+cu130`, as PEP 440 ignores the local label for a pin without one.
+    `2.11.0+cu130`, as PEP 440 ignores the local label for a pin without one. A requirement
+    whose PEP 508 marker is false on the target (another Python, another machine) is skipped.
     """
     if torch is None or torch.version is None:
         return ()
@@ -326,9 +340,13 @@ def pin_findings(extensions: Sequence[Extension], torch: TorchInstall | None,
     for extension in extensions:
         for text in extension.torch_requirements:
             try:
-                specifier = Requirement(text).specifier
-            except InvalidRequirement:
-                continue
+                requirement = Requirement(text)
+                if requirement.marker is not None and not requirement.marker.evaluate(
+                        _marker_environment(platform)):
+                    continue
+            except (InvalidRequirement, ValueError):
+                continue  # unparsable, or a marker naming a value we cannot evaluate
+            specifier = requirement.specifier
             if specifier and not specifier.contains(installed, prereleases=True):
                 phase = phase_of(extension)
                 findings.append(TorchPinMismatch(

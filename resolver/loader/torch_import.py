@@ -54,6 +54,7 @@ class TorchInstall:
     site: str  # the site-packages directory (root namespace)
     version: str | None
     cuda: str | None  # torch.version.cuda
+    version_known: bool = True  # False when torch/version.py could not be read
     extension: str | None  # torch/_C*.so
     has_global_deps: bool
     preload: tuple[tuple[str, str], ...]  # (folder, glob) of torch's cuda_libs
@@ -159,10 +160,14 @@ def find_torch_install(rootfs: RootFS, site: str, extra_sys_path: tuple[str, ...
             break
     return TorchInstall(
         site=site, version=version.group(1) if version else None,
+        version_known=bool(version_py),
         cuda=cuda.group(1) if cuda else None, extension=extension,
         has_global_deps="libtorch_global_deps.so" in lib_files, preload=preload,
         preload_source=source, requires=requires,
-        sys_path=(site, *[p for p in extra_sys_path if p != site]), lib_files=lib_files,
+        # sys.path in its own order when it holds the site (torch's preload searches it in
+        # order); the site first when it does not (it is where the user says torch is).
+        sys_path=extra_sys_path if site in extra_sys_path else (site, *extra_sys_path),
+        lib_files=lib_files,
     )
 
 

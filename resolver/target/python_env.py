@@ -55,15 +55,22 @@ def _is_elf(rootfs: RootFS, path: str) -> bool:
     return rootfs.read_bytes(resolved.real, 4) == ELF_MAGIC
 
 
-def _venv_home(rootfs: RootFS, prefix: str) -> str | None:
+def _venv_config(rootfs: RootFS, prefix: str) -> dict[str, str] | None:
+    """The `key = value` lines of a venv's pyvenv.cfg (PEP 405), None when there is none."""
     text = rootfs.read_text(posixpath.join(prefix, "pyvenv.cfg"), 65536)
     if text is None:
         return None
+    config = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        if sep and key.strip() == "home":
-            return value.strip()
-    return None
+        if sep:
+            config[key.strip()] = value.strip()
+    return config
+
+
+def _venv_home(rootfs: RootFS, prefix: str) -> str | None:
+    config = _venv_config(rootfs, prefix)
+    return None if config is None else config.get("home")
 
 
 def find_interpreter(rootfs: RootFS, site: str) -> str | None:
@@ -91,8 +98,19 @@ def find_interpreter(rootfs: RootFS, site: str) -> str | None:
 
 
 def default_interpreter(rootfs: RootFS) -> str | None:
-    """The root's `/usr/bin/python3` when it is an ELF file (what would import a wheel)."""
-    return "/usr/bin/python3" if _is_elf(rootfs, "/usr/bin/python3") else None
+    """What would import a wheel: the root's `/usr/bin/python3`, else its newest python3.X.
+
+    Only an ELF file counts (a shell shim is not the process).
+    """
+    if _is_elf(rootfs, "/usr/bin/python3"):
+        return "/usr/bin/python3"
+    versions = sorted((tuple(int(p) for p in m.group(1).split(".")), name)
+                      for name in rootfs.list_dir("/usr/bin")
+                      if (m := re.fullmatch(r"python(3\.\d+)", name)))
+    for _, name in reversed(versions):
+        if _is_elf(rootfs, f"/usr/bin/{name}"):
+            return f"/usr/bin/{name}"
+    return None
 
 
 def _pth_dirs(rootfs: RootFS, site: str) -> list[str]:
@@ -104,8 +122,8 @@ def _pth_dirs(rootfs: RootFS, site: str) -> list[str]:
         text = rootfs.read_text(posixpath.join(site, name), 1 << 20) or ""
         for raw in text.splitlines()[:_MAX_PTH_LINES]:
             line = raw.rstrip()
-            if not line or line.startswith(("#", "import ", "import\t")):
-                continue
+            if not line or line.startswith(("#", "import ", "import\t")) or "\0" in line:
+                continue  # CPython skips a line it cannot make a path of
             path = posixpath.normpath(posixpath.join(site, line))
             if rootfs.resolve(path).ok and path not in found:
                 found.append(path)
@@ -122,7 +140,17 @@ def site_sys_path(rootfs: RootFS, site: str, version: str | None = None) -> tupl
     prefix, site_version = split_site(site)
     version = site_version or version
     dirs: list[str] = []
-    if version is not None:
+    cfg = _venv_config(rootfs, prefix)
+    if cfg is not None and version is not None:
+        # A venv: its own site-packages, then the base interpreter's when the venv includes
+        # them (Lib/site.py venv(): include-system-site-packages).
+        dirs.append(f"{prefix}/lib/python{version}/site-packages")
+        home = cfg.get("home", "")
+        if cfg.get("include-system-site-packages", "").lower() == "true" and home.startswith("/"):
+            base = posixpath.dirname(home.rstrip("/")) or "/"
+            dirs += [d for d in site_sys_path(rootfs, f"{base}/lib/python{version}/site-packages",
+                                              version) if d not in dirs]
+    elif version is not None:
         prefixes = [prefix]
         if prefix in ("/usr", "/usr/local"):
             prefixes = ["/usr/local", "/usr"]

@@ -314,3 +314,32 @@ def test_extensions_that_load_torch(thor_root_complete: Path,
         undefined = kinds["undefined-symbols"]
         assert undefined["library"] == modules[0] and said.group(1) in undefined["symbols"]
         assert {f["severity"] for f in ours} == {"breaks-feature"}
+
+
+def test_running_the_root_s_python_runs_nothing_else(thor_root_complete: Path,
+                                                      tmp_path: Path) -> None:
+    """--python runs only a Python interpreter, isolated: not another program of the root (its
+    ldconfig would write this machine's cache through qemu -L), not the root's .pth code, not
+    this shell's PYTHONPATH; a root given through a symlink works the same."""
+    root = _copy(thor_root_complete, tmp_path)
+    marker = tmp_path / "pth-ran"
+    (root / SITE.lstrip("/") / "zz-evil.pth").write_text(
+        f"import pathlib; pathlib.Path({str(marker)!r}).write_text('x')\n")
+    host_cache = os.stat("/etc/ld.so.cache")
+    done = subprocess.run([sys.executable, "-m", "resolver", "diagnose", "--root", str(root),
+                           "--python", "/sbin/ldconfig", "--no-cache"],
+                          capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 2 and "not a Python interpreter" in done.stderr, done.stderr
+    assert os.stat("/etc/ld.so.cache").st_mtime_ns == host_cache.st_mtime_ns
+    link = tmp_path / "root-link"
+    link.symlink_to(root)
+    env = {**os.environ, "PYTHONPATH": "/opt/from-this-shell"}
+    done = subprocess.run([sys.executable, "-m", "resolver", "diagnose", "--root", str(link),
+                           "--python", "/usr/bin/python3.11", "--json", "--no-cache"],
+                          capture_output=True, text=True, check=False, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["torch"]["site"] == SITE
+    assert "/opt/from-this-shell" not in document["process"]["sys_path"]
+    assert document["target"]["python"] == "3.11"
+    assert not marker.exists()

@@ -24,6 +24,7 @@ from resolver.sources import Source
 
 if TYPE_CHECKING:
     from resolver.diagnose import Diagnosis
+    from resolver.elf.facts import ElfFacts
     from resolver.recipes.match import Fix
     from resolver.target.rootfs import RootFS
 
@@ -51,11 +52,19 @@ _PROBE = (
     "len(l.split(None, 5)) == 6]\n"
     "except OSError: pass\n"
     "import importlib.util, json\n"
+    "if sys.flags.no_site:\n"
+    "    import site\n"
+    "    sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)\n"
     "s = importlib.util.find_spec('torch')\n"
     "print(json.dumps({'torch': s.origin if s else None, 'path': sys.path, "
     "'version': '%d.%d' % sys.version_info[:2], 'executable': os.path.realpath(sys.executable), "
     "'maps': sorted(set(m for m in maps if '.so' in os.path.basename(m)))}))"
 )
+# Another root's interpreter runs isolated (-I: no PYTHONPATH, user site or working folder of
+# ours) and without site (-S): site.py would run the root's .pth `import` lines here, on this
+# machine, where qemu-user does not confine their writes. Its site folders come from
+# site.getsitepackages(); their .pth path lines are read by `site_sys_path`.
+_ROOT_PROBE_FLAGS = ("-I", "-S")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,14 +78,17 @@ class Probed:
     loaded: tuple[str, ...]  # shared objects mapped at start (its own and site's imports)
 
 
-def probe_interpreter(argv: tuple[str, ...], python: str) -> Probed:
+def probe_interpreter(argv: tuple[str, ...], python: str, *, isolated: bool = False) -> Probed:
     """Run `argv` (an interpreter, maybe under qemu-user) and ask it about itself.
 
+    `isolated` runs it as another root's: -I -S, a clean environment, from `/`.
     Exits 2 when it cannot run or does not answer.
     """
+    flags = _ROOT_PROBE_FLAGS if isolated else ()
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"} if isolated else None
     try:
-        done = subprocess.run([*argv, "-c", _PROBE], capture_output=True, text=True,
-                              check=False, timeout=120)
+        done = subprocess.run([*argv, *flags, "-c", _PROBE], capture_output=True, text=True,
+                              check=False, timeout=120, env=env, cwd="/" if isolated else None)
     except (OSError, subprocess.SubprocessError) as err:
         raise fail(f"{python}: cannot run this interpreter ({err})") from None
     try:
@@ -123,7 +135,9 @@ def make_source(
 
     _check_choice(python=python, site_packages=site_packages, wheel=wheel,
                   torch_fixture=torch_fixture, fixture=fixture, root=root)
-    root = root or Path("/")
+    # The root's real path: every path given inside it is compared with it, and a root given
+    # through a symlink would not match the paths the interpreter prints.
+    root = Path(os.path.realpath(root)) if root is not None else Path("/")
     live = os.path.abspath(root) == "/" and fixture is None
     if ld_library_path is None:
         ld_library_path = os.environ.get("LD_LIBRARY_PATH", "") if live else ""
@@ -143,15 +157,22 @@ def make_source(
         if site_packages is None:
             return source
     if site_packages is not None:
-        if not site_packages.is_dir():
-            raise fail(f"--site-packages {site_packages}: not a directory")
-        return dataclasses.replace(source, site=str(site_packages.resolve()))
+        return _with_site(source, site_packages, python if live else None)
     if torch_fixture is not None:
         return source
     if not live:
         raise fail("give --site-packages, --wheel, --torch-fixture or the root's --python for "
                    "another root")
     return _with_interpreter(source, python or sys.executable)
+
+
+def _with_site(source: Source, site_packages: Path, live_python: str | None) -> Source:
+    """`source` with the torch in `site_packages`; with the live `--python`, its process."""
+    if not site_packages.is_dir():
+        raise fail(f"--site-packages {site_packages}: not a directory")
+    if live_python is not None:
+        source = _with_interpreter(source, live_python, require_torch=False)
+    return dataclasses.replace(source, site=str(site_packages.resolve()))
 
 
 def _check_choice(*, python: str | None, site_packages: Path | None, wheel: Path | None,
@@ -176,27 +197,43 @@ def _in_root(root: Path, path: str) -> str:
 
 def _with_root_interpreter(source: Source, root: Path, python: str, fixture: str | None
                            ) -> Source:
-    """`source` with another root's interpreter: read as ELF always, run when it can be."""
+    """`source` with another root's interpreter: read as ELF always, run when it can be.
+
+    The path is resolved inside the root (its absolute symlinks point into the root, not at
+    this machine's files).
+    """
+    from packaging.version import Version  # noqa: PLC0415
+
+    from resolver.target.rootfs import RootFS, path_in_root  # noqa: PLC0415
+
     if fixture is not None:
         raise fail("--python with --fixture: a fixture's interpreter cannot be run; give "
                    "--site-packages or --torch-fixture")
-    host = Path(python) if Path(python).is_relative_to(root.resolve()) else Path(
-        _in_root(root, python))
-    if not host.is_file():
-        raise fail(f"--python {python}: no such file in {root}")
+    inside = path_in_root(str(root), os.path.abspath(python)) if python.startswith(
+        str(root).rstrip("/") + "/") else python
+    if inside is None or not inside.startswith("/"):
+        raise fail(f"--python {python}: give a path inside {root}")
+    resolved = RootFS(str(root)).resolve(inside)
+    if not resolved.ok or resolved.real is None or os.path.isdir(_in_root(root, resolved.real)):
+        what = resolved.problem or "not a file"
+        raise fail(f"--python {python}: {what} in {root}")
+    host = Path(_in_root(root, resolved.real))
     argv, _why = interpreter_argv(root, host)
     source = dataclasses.replace(source, interpreter=str(host))
     if argv is None:
         return source  # read as ELF only: sys.path and its torch from its prefix
-    probed = probe_interpreter(argv, python)
-    prefix = str(root.resolve()).rstrip("/") + "/"
+    probed = probe_interpreter(argv, python, isolated=True)
+    prefix = str(root).rstrip("/") + "/"
 
     def host_path(path: str) -> str:
         return path if path.startswith(prefix) else _in_root(root, path)
 
     site = None if probed.site is None else host_path(probed.site)
+    if site is None and source.site is None:
+        raise fail(f"--python {python}: this interpreter has no torch installed")
     sys_path = source.sys_path or tuple(host_path(p) for p in probed.sys_path)
-    return dataclasses.replace(source, site=site, sys_path=sys_path)
+    return dataclasses.replace(source, site=site, sys_path=sys_path,
+                               python=Version(probed.version))
 
 
 def interpreter_argv(root: Path, interpreter: Path) -> tuple[tuple[str, ...] | None, str]:
@@ -214,6 +251,11 @@ def interpreter_argv(root: Path, interpreter: Path) -> tuple[tuple[str, ...] | N
     except (OSError, InvalidElf) as err:
         raise fail(f"--python {interpreter}: not an interpreter this tool can read ({err})"
                    ) from None
+    # It will run: it must be Python (its entry point in itself or a libpython it needs), not
+    # whatever program the path names (a root's ldconfig would write this machine's cache).
+    if not _is_python(facts):
+        raise fail(f"--python {interpreter}: not a Python interpreter (defines no Py_BytesMain "
+                   "and needs no libpython)")
     machine = machine_name(facts.machine)
     if machine == os.uname().machine:
         return None, "an interpreter of this machine's architecture in another root needs chroot"
@@ -223,7 +265,19 @@ def interpreter_argv(root: Path, interpreter: Path) -> tuple[tuple[str, ...] | N
     return (qemu, "-L", str(root.resolve()), str(interpreter)), ""
 
 
-def _with_interpreter(source: Source, interpreter: str) -> Source:
+def _is_python(facts: ElfFacts) -> bool:
+    """True for a CPython executable: it defines Py_BytesMain/Py_Main or needs libpython."""
+    from resolver.elf.facts import reference_binds  # noqa: PLC0415
+
+    if any(name.startswith("libpython") for name in facts.needed):
+        return True
+    symbols = facts.symbols
+    return symbols is not None and any(reference_binds(name, symbols.keys)
+                                       for name in ("Py_BytesMain", "Py_Main"))
+
+
+def _with_interpreter(source: Source, interpreter: str, *, require_torch: bool = True
+                      ) -> Source:
     """`source` with what the live interpreter reports.
 
     That is its torch, sys.path, version, executable and the libraries it has loaded.
@@ -233,7 +287,7 @@ def _with_interpreter(source: Source, interpreter: str) -> Source:
     from resolver.cli.result_cache import active_witness  # noqa: PLC0415
 
     probed = probe_interpreter((interpreter,), interpreter)
-    if probed.site is None:
+    if probed.site is None and require_torch:
         raise fail(f"{interpreter}: this interpreter has no torch installed")
     witness = active_witness()
     if witness is not None:
@@ -241,7 +295,8 @@ def _with_interpreter(source: Source, interpreter: str) -> Source:
         for path in (shutil.which(interpreter) or interpreter, *probed.sys_path):
             witness.saw(os.path.realpath(path))
     return dataclasses.replace(
-        source, site=probed.site, sys_path=probed.sys_path, python=Version(probed.version),
+        source, site=probed.site or source.site, sys_path=probed.sys_path,
+        python=Version(probed.version),
         interpreter=probed.executable, preloaded=source.preloaded or probed.loaded)
 
 
