@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from resolver.elf.cache import FactsCache
+    from resolver.loader.binding import StaticTls
     from resolver.loader.torch_import import Attempt, TorchInstall
     from resolver.sources import Opened
     from resolver.target.platform import Platform
@@ -97,7 +98,7 @@ class Diagnosis:
     interpreter: str | None = None  # the main program modelled (root namespace), if any
     sys_path: tuple[str, ...] = ()  # where torch's preload looked
     symbols_unjudged: tuple[tuple[str, str], ...] = ()  # (phase, why) symbols were not bound
-    static_tls_used: int | None = None  # surplus bytes dlopen took; None: not modelled
+    static_tls: StaticTls | None = None  # the block after torch's loads; None: not modelled
 
     @property
     def blocks_import(self) -> bool:
@@ -321,7 +322,7 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
                      unloaded=frozenset(o.index for o in objects) - {o.index for o in live},
                      requests=ns.requests, attempts=attempts, findings=tuple(findings),
                      interpreter=interpreter, sys_path=torch.sys_path,
-                     symbols_unjudged=ns.unjudged, static_tls_used=ns.static_tls_used)
+                     symbols_unjudged=ns.unjudged, static_tls=ns.static_tls)
 
 
 def diagnose_source(opened: Opened) -> Diagnosis:

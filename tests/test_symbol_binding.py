@@ -201,3 +201,17 @@ def test_interpreter_rpath_brings_an_old_provider(tmp_path: Path,
         ns.requests, ns.all_objects, ns.version_problems, locate_elsewhere=lambda _n: ())
         if isinstance(f, VersionNotFound)]
     assert f"found through the DT_RPATH of {python}" in describe(finding)
+
+
+def test_static_tls_boundary_matches_the_loader(tmp_path: Path,
+                                                build_lib: _data.BuildLib) -> None:
+    """Around the surplus's end, one block each in a fresh interpreter: where the real loader
+    stops fitting, so do we (the startup blocks and the block's rounding to the TCB's
+    alignment give a few bytes more than 1664)."""
+    sizes = (1536, 1600, 1632, 1664, 1696, 1728, 1760)
+    libs = {size: _tls_lib(build_lib, tmp_path / str(size), f"libtls{size}.so", size)
+            for size in sizes}
+    real = {size: _real([(lib, False)]) is None for size, lib in libs.items()}
+    ours = {size: not _ours_tls([lib]) for size, lib in libs.items()}
+    assert True in real.values() and False in real.values(), real
+    assert ours == real

@@ -143,8 +143,10 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,  # noqa
             "sys_path": list(result.sys_path),
             "symbols_unjudged": [{"phase": phase, "why": why}
                                  for phase, why in dict.fromkeys(result.symbols_unjudged)],
-            "static_tls": None if result.static_tls_used is None else {
-                "surplus": STATIC_TLS_SURPLUS, "used_by_dlopen": result.static_tls_used},
+            "static_tls": None if result.static_tls is None else {
+                "surplus": STATIC_TLS_SURPLUS,
+                "used_by_dlopen": result.static_tls.used - result.static_tls.at_start,
+                "free": result.static_tls.free},
         },
         "summary": {
             "blocks_import": result.blocks_import,

@@ -7,19 +7,23 @@ breadth-first): elf/dl-open.c `dl_open_worker`, elf/dl-lookup.c `_dl_lookup_symb
 `check_match` (version matching, in `resolver.elf.facts.reference_binds`). A scope holding an
 object whose symbols are unknown (a fixture's synthesised library) is not judged.
 
-Static TLS (elf/dl-tls.c, elf/dl-reloc.c `_dl_try_allocate_static_tls`): what the process loads
-at start gets its static TLS then; an object opened later whose TLS uses the initial-exec model
-(DF_STATIC_TLS) must fit into what is left of the surplus glibc reserves at start, 1664 bytes
-by default (`tls_static_surplus` with rtld.nns 4 and rtld.optional_static_tls 512, padded by
-LEGACY_TLS to the historic 1664), or the dlopen fails with "cannot allocate memory in static TLS
-block". Not modelled: the optional part TLSDESC accesses take (at most 512 bytes, which makes a
-near miss look like a fit), and tunables.
+Static TLS (elf/dl-tls.c `_dl_determine_tlsoffset`, elf/dl-reloc.c
+`_dl_try_allocate_static_tls`): what the process loads at start is laid out first, and the
+static TLS block is that plus the surplus glibc reserves, 1664 bytes by default
+(`tls_static_surplus` with rtld.nns 4 and rtld.optional_static_tls 512, padded by LEGACY_TLS to
+the historic 1664), rounded up to the TCB's alignment (64: nptl/descr.h TCB_ALIGNMENT). An
+object opened later whose TLS uses the initial-exec model (DF_STATIC_TLS) must fit into what is
+left, or the dlopen fails with "cannot allocate memory in static TLS block". The layout is
+TLS_TCB_AT_TP on x86 (blocks below the thread pointer) and TLS_DTV_AT_TP elsewhere (blocks after
+a 16-byte TCB). Not modelled: the optional part TLSDESC accesses take (at most 512 bytes, which
+makes a near miss look like a fit), the gaps glibc reuses between startup blocks, and tunables.
 
 Pure functions over the loaded objects; `resolver.loader.walk` calls them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,15 +36,50 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STATIC_TLS_SURPLUS",
+    "StaticTls",
     "SymbolProblem",
     "TlsProblem",
     "allocate_static_tls",
     "bind_symbols",
+    "startup_static_tls",
 ]
 
 # glibc's static TLS surplus with its default tunables (elf/dl-tls.c
 # `_dl_tls_static_surplus_init`: tls_static_surplus (4, 512) + LEGACY_TLS), in bytes.
 STATIC_TLS_SURPLUS = 1664
+_TCB_ALIGNMENT = 64  # nptl/descr.h: struct pthread's alignment, TLS_TCB_ALIGN
+_DTV_AT_TP_TCB_SIZE = 16  # sysdeps/aarch64/nptl/tls.h: sizeof (tcbhead_t), two pointers
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StaticTls:
+    """The static TLS block after start: its end, what is used, and the layout."""
+
+    size: int  # bytes the block may grow to (TLS_TCB_AT_TP: without the TCB)
+    used: int  # bytes used so far
+    at_start: int  # bytes the startup modules used
+    tcb_at_tp: bool  # x86's layout; else TLS_DTV_AT_TP
+
+    @property
+    def free(self) -> int:
+        """Bytes left."""
+        return self.size - self.used
+
+
+def _round_up(value: int, align: int) -> int:
+    return -(-value // align) * align
+
+
+def startup_static_tls(blocks: Iterable[tuple[int, int]], *, tcb_at_tp: bool) -> StaticTls:
+    """Lay out the (size, align) TLS blocks of the modules loaded at start, in load order."""
+    offset = 0 if tcb_at_tp else _DTV_AT_TP_TCB_SIZE
+    max_align = _TCB_ALIGNMENT
+    for size, align in blocks:
+        max_align = max(max_align, align)
+        offset = (_round_up(offset + size, align) if tcb_at_tp
+                  else _round_up(offset, align) + size)
+    size = _round_up(offset + STATIC_TLS_SURPLUS, max_align if tcb_at_tp else _TCB_ALIGNMENT)
+    return StaticTls(size=size, used=offset, at_start=offset, tcb_at_tp=tcb_at_tp)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,23 +160,27 @@ def bind_symbols(  # noqa: PLR0913 - the objects, what is new, the scope, then o
     return problems, None
 
 
-def allocate_static_tls(objects: Sequence[LoadedObject], new: Iterable[int], used: int,
-                        phase: str) -> tuple[int, list[TlsProblem]]:
-    """Place each new initial-exec TLS block in the surplus, in load order.
+def allocate_static_tls(objects: Sequence[LoadedObject], new: Iterable[int], tls: StaticTls,
+                        phase: str) -> tuple[StaticTls, list[TlsProblem]]:
+    """Place each new initial-exec TLS block in what is left, in load order.
 
-    `used` is the bytes of the surplus taken so far; returns the new total and the blocks that
-    did not fit (TLS_DTV_AT_TP's layout: each block aligned after the last).
+    Returns the block's new state and the TLS blocks that did not fit.
     """
+    used = tls.used
     problems = []
     for index in new:
         facts = objects[index].facts
         if facts.tls is None or not facts.static_tls:
             continue
         size, align = facts.tls
-        end = -(-used // align) * align + size
-        if end > STATIC_TLS_SURPLUS:
+        if tls.tcb_at_tp:
+            free = tls.size - used
+            end = None if free < size else used + free - (free - size) // align * align
+        else:
+            end = _round_up(used, align) + size
+        if end is None or end > tls.size:
             problems.append(TlsProblem(requester=index, needed=size,
-                                       available=STATIC_TLS_SURPLUS - used, phase=phase))
+                                       available=tls.size - used, phase=phase))
             continue
         used = end
-    return used, problems
+    return dataclasses.replace(tls, used=used), problems

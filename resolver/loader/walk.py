@@ -31,12 +31,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from resolver.elf.cache import read_facts
+from resolver.elf.facts import Machine
 from resolver.errors import InvalidElf
 from resolver.loader.binding import (
+    StaticTls,
     SymbolProblem,
     TlsProblem,
     allocate_static_tls,
     bind_symbols,
+    startup_static_tls,
 )
 from resolver.loader.search import SearchDir, Via, expand_dst, split_search_path
 
@@ -141,7 +144,7 @@ class _State:
     versions: list[VersionProblem] = field(default_factory=list)
     symbols: list[SymbolProblem] = field(default_factory=list)
     tls: list[TlsProblem] = field(default_factory=list)
-    tls_used: int | None = None  # bytes of the surplus taken by dlopen; None: not modelled
+    static_tls: StaticTls | None = None  # after start; None: not modelled (no interpreter)
     unloaded: set[int] = field(default_factory=set)  # rolled back by a failed dlopen
     deps: dict[int, list[int]] = field(default_factory=dict)  # resolved DT_NEEDED, in order
     global_scope: list[int] = field(default_factory=list)  # main, preloads, RTLD_GLOBAL groups
@@ -202,12 +205,9 @@ class Namespace:
         return tuple(self.state.tls)
 
     @property
-    def static_tls_used(self) -> int | None:
-        """Bytes of the static TLS surplus dlopen took so far.
-
-        None when not modelled: no interpreter was started.
-        """
-        return self.state.tls_used
+    def static_tls(self) -> StaticTls | None:
+        """The static TLS block as it stands; None when not modelled (no interpreter)."""
+        return self.state.static_tls
 
     @property
     def unjudged(self) -> tuple[tuple[str, str], ...]:
@@ -438,7 +438,10 @@ class Namespace:
                 roots.append(new.index)
         loaded = self._load_group(roots, first_object, len(state.requests),
                                   len(state.versions), INTERPRETER, rtld_global=True, keep=True)
-        state.tls_used = 0  # what loads from now on takes its static TLS from the surplus
+        # What loads from now on takes its static TLS from what the startup modules left.
+        state.static_tls = startup_static_tls(
+            (o.facts.tls for o in state.objects[first_object:] if o.facts.tls is not None),
+            tcb_at_tp=self.platform.machine in (Machine.X86_64, Machine.I386))
         return loaded
 
     def dlopen(self, name: str, *, phase: str = "import", requester: int | None = None,
@@ -493,9 +496,10 @@ class Namespace:
     def _allocate_static_tls(self, new: range, phase: str) -> bool:
         """Place the new objects' initial-exec TLS; False when a block does not fit."""
         state = self.state
-        if state.tls_used is None:
+        if state.static_tls is None:
             return True
-        state.tls_used, problems = allocate_static_tls(state.objects, new, state.tls_used, phase)
+        state.static_tls, problems = allocate_static_tls(state.objects, new, state.static_tls,
+                                                         phase)
         state.tls += problems
         return not problems
 

@@ -153,7 +153,8 @@ def make_source(
             raise fail(f"--wheel {wheel}: no such file")
         return dataclasses.replace(source, wheel=str(wheel.resolve()))
     if python is not None and not live:
-        source = _with_root_interpreter(source, root, python, fixture)
+        source = _with_root_interpreter(source, root, python, fixture,
+                                        site_given=site_packages is not None)
         if site_packages is None:
             return source
     if site_packages is not None:
@@ -195,8 +196,8 @@ def _in_root(root: Path, path: str) -> str:
     return str(root / path.lstrip("/"))
 
 
-def _with_root_interpreter(source: Source, root: Path, python: str, fixture: str | None
-                           ) -> Source:
+def _with_root_interpreter(source: Source, root: Path, python: str, fixture: str | None,
+                           *, site_given: bool = False) -> Source:
     """`source` with another root's interpreter: read as ELF always, run when it can be.
 
     The path is resolved inside the root (its absolute symlinks point into the root, not at
@@ -229,7 +230,7 @@ def _with_root_interpreter(source: Source, root: Path, python: str, fixture: str
         return path if path.startswith(prefix) else _in_root(root, path)
 
     site = None if probed.site is None else host_path(probed.site)
-    if site is None and source.site is None:
+    if site is None and not site_given:
         raise fail(f"--python {python}: this interpreter has no torch installed")
     sys_path = source.sys_path or tuple(host_path(p) for p in probed.sys_path)
     return dataclasses.replace(source, site=site, sys_path=sys_path,
