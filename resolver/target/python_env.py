@@ -28,7 +28,8 @@ from resolver.elf.reader import ELF_MAGIC
 if TYPE_CHECKING:
     from resolver.target.rootfs import RootFS
 
-__all__ = ["default_interpreter", "find_interpreter", "site_sys_path", "split_site"]
+__all__ = ["default_interpreter", "find_interpreter", "site_sys_path", "split_site",
+           "with_pth_dirs"]
 
 _SITE = re.compile(
     r"^(?P<prefix>.*?)/(?P<lib>lib|lib64)/python(?P<version>\d+\.\d+)/(?P<kind>site|dist)-packages$")
@@ -128,6 +129,19 @@ def _pth_dirs(rootfs: RootFS, site: str) -> list[str]:
             if rootfs.resolve(path).ok and path not in found:
                 found.append(path)
     return found
+
+
+def with_pth_dirs(rootfs: RootFS, dirs: tuple[str, ...]) -> tuple[str, ...]:
+    """`dirs` with what the .pth files of each add after it, as site.py would have added them.
+
+    `dirs` is sys.path as an interpreter run without site (-S) printed it.
+    """
+    result: list[str] = []
+    for directory in dirs:
+        if directory not in result:
+            result.append(directory)
+        result += [d for d in _pth_dirs(rootfs, directory) if d not in result]
+    return tuple(result)
 
 
 def site_sys_path(rootfs: RootFS, site: str, version: str | None = None) -> tuple[str, ...]:

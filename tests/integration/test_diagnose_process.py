@@ -323,8 +323,9 @@ def test_running_the_root_s_python_runs_nothing_else(thor_root_complete: Path,
     this shell's PYTHONPATH; a root given through a symlink works the same."""
     root = _copy(thor_root_complete, tmp_path)
     marker = tmp_path / "pth-ran"
+    (root / "opt" / "extra").mkdir(parents=True)
     (root / SITE.lstrip("/") / "zz-evil.pth").write_text(
-        f"import pathlib; pathlib.Path({str(marker)!r}).write_text('x')\n")
+        f"/opt/extra\nimport pathlib; pathlib.Path({str(marker)!r}).write_text('x')\n")
     host_cache = os.stat("/etc/ld.so.cache")
     done = subprocess.run([sys.executable, "-m", "resolver", "diagnose", "--root", str(root),
                            "--python", "/sbin/ldconfig", "--no-cache"],
@@ -341,5 +342,8 @@ def test_running_the_root_s_python_runs_nothing_else(thor_root_complete: Path,
     document = json.loads(done.stdout)
     assert document["torch"]["site"] == SITE
     assert "/opt/from-this-shell" not in document["process"]["sys_path"]
+    # Its .pth path lines are read (its import lines are not run), after their folder.
+    sys_path = document["process"]["sys_path"]
+    assert sys_path.index("/opt/extra") == sys_path.index(SITE) + 1
     assert document["target"]["python"] == "3.11"
     assert not marker.exists()

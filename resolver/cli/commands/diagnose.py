@@ -205,6 +205,7 @@ def _with_root_interpreter(source: Source, root: Path, python: str, fixture: str
     """
     from packaging.version import Version  # noqa: PLC0415
 
+    from resolver.target.python_env import with_pth_dirs  # noqa: PLC0415
     from resolver.target.rootfs import RootFS, path_in_root  # noqa: PLC0415
 
     if fixture is not None:
@@ -232,7 +233,11 @@ def _with_root_interpreter(source: Source, root: Path, python: str, fixture: str
     site = None if probed.site is None else host_path(probed.site)
     if site is None and not site_given:
         raise fail(f"--python {python}: this interpreter has no torch installed")
-    sys_path = source.sys_path or tuple(host_path(p) for p in probed.sys_path)
+    # Run without site, it printed its site folders but not what their .pth lines add.
+    sys_path = source.sys_path or tuple(
+        _in_root(root, p) for p in with_pth_dirs(
+            RootFS(str(root)), tuple(path_in_root(str(root), host_path(p)) or p
+                                     for p in probed.sys_path)))
     return dataclasses.replace(source, site=site, sys_path=sys_path,
                                python=Version(probed.version))
 
