@@ -105,11 +105,6 @@ class Diagnosis:
         """True when `import torch` will fail."""
         return any(f.severity is Severity.BLOCKS_IMPORT for f in self.findings)
 
-    @property
-    def cuda_unusable(self) -> bool:
-        """True when torch imports (or not) but no CUDA work can run."""
-        return any(f.severity is Severity.CUDA_UNUSABLE for f in self.findings)
-
 
 def read_loader_config(rootfs: RootFS, platform: Platform
                        ) -> tuple[LoaderConfig, Callable[[str], str | None]]:
