@@ -69,11 +69,6 @@ def _venv_config(rootfs: RootFS, prefix: str) -> dict[str, str] | None:
     return config
 
 
-def _venv_home(rootfs: RootFS, prefix: str) -> str | None:
-    config = _venv_config(rootfs, prefix)
-    return None if config is None else config.get("home")
-
-
 def find_interpreter(rootfs: RootFS, site: str) -> str | None:
     """The interpreter that imports from `site` (a path in the root), None when not found.
 
@@ -85,7 +80,7 @@ def find_interpreter(rootfs: RootFS, site: str) -> str | None:
     names = [f"python{version}"] if version else []
     names += ["python3", "python"]
     dirs = [posixpath.join(prefix, "bin")]
-    home = _venv_home(rootfs, prefix)
+    home = (_venv_config(rootfs, prefix) or {}).get("home")
     if home is not None and home.startswith("/"):
         dirs.append(home)
     if prefix == "/usr/local":

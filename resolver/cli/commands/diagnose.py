@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Probed",
     "Source",
-    "detect_python_site",
     "exit_code_of",
     "interpreter_argv",
     "make_source",
@@ -103,14 +102,6 @@ def probe_interpreter(argv: tuple[str, ...], python: str, *, isolated: bool = Fa
         raise fail(f"{python}: cannot ask it where torch is (exit {done.returncode}: "
                    f"{said})") from None
     return probed
-
-
-def detect_python_site(python: str) -> tuple[str, tuple[str, ...], str]:
-    """Ask an interpreter where its torch is (without importing torch) and what sys.path is."""
-    probed = probe_interpreter((python,), python)
-    if probed.site is None:
-        raise fail(f"{python}: this interpreter has no torch installed")
-    return probed.site, probed.sys_path, probed.version
 
 
 def _split_list(value: str | None) -> tuple[str, ...]:
