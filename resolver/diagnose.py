@@ -43,7 +43,7 @@ from resolver.loader.torch_import import (
     start_interpreter,
 )
 from resolver.loader.walk import LoadedObject, Namespace, Request
-from resolver.target.ldcache import find_in_cache, parse_ld_so_cache
+from resolver.target.ldcache import MAX_LD_SO_CACHE, find_in_cache, parse_ld_so_cache
 from resolver.target.ldconf import iter_conf_dirs
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ class Diagnosis:
     sys_path: tuple[str, ...] = ()  # where torch's preload looked
     symbols_unjudged: tuple[tuple[str, str], ...] = ()  # (phase, why) symbols were not bound
     static_tls: StaticTls | None = None  # the block after torch's loads; None: not modelled
+    unreadable: tuple[tuple[str, str], ...] = ()  # (host path, why): passed over, as ld.so does
 
     @property
     def blocks_import(self) -> bool:
@@ -115,15 +116,16 @@ def read_loader_config(rootfs: RootFS, platform: Platform
     without one is answered as `ldconfig` would have built it from `ld.so.conf`.
     """
     conf_dirs = tuple(iter_conf_dirs(rootfs.read_text, rootfs.glob))
-    data = rootfs.read_bytes("/etc/ld.so.cache")
-    if data is not None:
-        try:
-            cache = parse_ld_so_cache(data, origin=rootfs.host_label("/etc/ld.so.cache"))
-        except InvalidLdCache as err:
-            # glibc ignores a cache it cannot read (elf/dl-cache.c _dl_load_cache_lookup).
-            return (LoaderConfig(conf_dirs=conf_dirs, cache_source=_CACHE_IGNORED,
-                                 cache_problem=str(err)),
-                    lambda _name: None)
+    try:
+        data = rootfs.read_bytes("/etc/ld.so.cache", MAX_LD_SO_CACHE)
+        cache = None if data is None else parse_ld_so_cache(
+            data, origin=rootfs.host_label("/etc/ld.so.cache"))
+    except (InvalidLdCache, RootFsError) as err:
+        # glibc ignores a cache it cannot open or read (elf/dl-cache.c _dl_load_cache_lookup).
+        return (LoaderConfig(conf_dirs=conf_dirs, cache_source=_CACHE_IGNORED,
+                             cache_problem=str(err)),
+                lambda _name: None)
+    if cache is not None:
 
         def lookup(name: str) -> str | None:
             return find_in_cache(cache, name, elf_class=int(platform.elf_class),
@@ -317,7 +319,8 @@ def diagnose(  # noqa: PLR0913 - the four inputs of a diagnosis, then keyword-on
                      unloaded=frozenset(o.index for o in objects) - {o.index for o in live},
                      requests=ns.requests, attempts=attempts, findings=tuple(findings),
                      interpreter=interpreter, sys_path=torch.sys_path,
-                     symbols_unjudged=ns.unjudged, static_tls=ns.static_tls)
+                     symbols_unjudged=ns.unjudged, static_tls=ns.static_tls,
+                     unreadable=tuple(sorted(rootfs.unreadable().items())))
 
 
 def diagnose_source(opened: Opened) -> Diagnosis:

@@ -17,6 +17,7 @@ __all__ = [
     "ResolveError",
     "RollbackIncomplete",
     "RootFsError",
+    "UnusableFile",
 ]
 
 
@@ -38,6 +39,10 @@ class InvalidWheel(ResolveError, ValueError):
 
 class InvalidFixture(ResolveError, ValueError):
     """A recorded fixture is malformed; the message names the file and the field."""
+
+
+class UnusableFile(ResolveError):
+    """A file the tool reads or writes is not a regular file, is too big, or is not text."""
 
 
 class RootFsError(ResolveError):

@@ -569,7 +569,9 @@ def random_facts(draw: st.DrawFn) -> ElfFacts:
 @given(given=random_facts())
 def test_random_facts_round_trip_through_readelf_and_the_reader(given: ElfFacts) -> None:
     data = synthesize_elf(given)
-    assert read_elf_facts(io.BytesIO(data), origin="fuzz", size=len(data)) == given
+    # The reader keeps each DT_NEEDED name once, in order (a repeat loads nothing new).
+    once = dataclasses.replace(given, needed=tuple(dict.fromkeys(given.needed)))
+    assert read_elf_facts(io.BytesIO(data), origin="fuzz", size=len(data)) == once
     with tempfile.TemporaryDirectory(prefix="jr-synth-") as scratch:
         path = Path(scratch) / "lib.so"
         path.write_bytes(data)

@@ -7,9 +7,11 @@ here; exceptions become exit codes in `resolver.cli.errors`.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import typer
 
 __all__ = ["build_app", "main"]
@@ -30,6 +32,7 @@ def build_app(only: str | None = None) -> typer.Typer:
     import typer  # noqa: PLC0415 - a replayed result never needs it
 
     app = typer.Typer(
+        cls=_guarded_group(),
         name="jetson-resolve",
         help="Find what stops a PyTorch CUDA install from loading on a target (Jetson first), "
         "and why.",
@@ -47,14 +50,90 @@ def build_app(only: str | None = None) -> typer.Typer:
     return app
 
 
+def _guarded_group() -> type:
+    """Typer's group, with every command run inside `resolver.cli.errors.exit_for`.
+
+    Click's own exits and usage errors pass; any other exception becomes one line and a code
+    (`--debug` on the command line lets it through with its traceback).
+    """
+    import typer  # noqa: PLC0415
+    from typer.core import TyperGroup  # noqa: PLC0415
+
+    from resolver.cli.errors import exit_for  # noqa: PLC0415
+
+    # typer carries its own click: its exceptions are found through the ones it exports.
+    click_error: type[BaseException] = typer.BadParameter.__mro__[2]  # ClickException
+    passing: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort, click_error)
+
+    class GuardedGroup(TyperGroup):
+        debug = False
+
+        def main(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+            self.debug = "--debug" in (sys.argv[1:] if args is None else args)
+            return super().main(args, *rest, **kwargs)
+
+        def invoke(self, ctx: Any) -> Any:  # noqa: ANN401 - click's Context
+            try:
+                return super().invoke(ctx)
+            except passing:
+                raise
+            except Exception as err:
+                if self.debug:
+                    raise
+                raise typer.Exit(exit_for(err)) from None
+            except KeyboardInterrupt as err:
+                raise typer.Exit(exit_for(err)) from None
+
+    return GuardedGroup
+
+
+def _escape_undecodable(stream: object) -> None:
+    """Write what cannot be encoded as escapes instead of raising (PEP 383 names, a C locale)."""
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
+
+
+def _flush_stdout() -> None:
+    """Flush stdout now, so a full disk or a closed pipe is an error we report, once.
+
+    Raises:
+        OSError: stdout cannot be written; it is pointed at /dev/null so that the
+            interpreter's own flush at exit does not fail again.
+
+    """
+    import os  # noqa: PLC0415
+
+    try:
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `jetson-resolve` script and `python -m resolver`.
 
     A `diagnose` whose result is kept and still valid is replayed before typer is imported
-    (`resolver.cli.result_cache`).
+    (`resolver.cli.result_cache`). Whatever is raised outside a command (a deleted working
+    folder, stdout on a full disk) goes through the same `exit_for` as a command's errors.
     """
+    from resolver.cli.errors import exit_for  # noqa: PLC0415
     from resolver.cli.result_cache import cached_run  # noqa: PLC0415
 
     args = sys.argv[1:] if argv is None else argv
     only = args[0] if args else None
-    raise SystemExit(cached_run(args, lambda: build_app(only)(args=args)))
+    _escape_undecodable(sys.stdout)
+    _escape_undecodable(sys.stderr)
+    try:
+        code = cached_run(args, lambda: build_app(only)(args=args))
+        _flush_stdout()
+    except Exception as err:  # outside a command: the result cache, stdout's last flush
+        if "--debug" in args:
+            raise
+        code = exit_for(err)
+    except KeyboardInterrupt as err:
+        code = exit_for(err)
+    raise SystemExit(code)

@@ -61,16 +61,23 @@ def _line(*segments: tuple[str, str] | str) -> Line:
 
 
 def emit(lines: Sequence[Line]) -> None:
-    """Write lines to stdout: styled through rich on a terminal, plain text otherwise."""
+    """Write lines to stdout: styled through rich on a terminal, plain text otherwise.
+
+    Every segment is shown with `printable`: names from files never break a line or reach
+    the terminal as control characters.
+    """
+    from resolver.cli.text import printable  # noqa: PLC0415
+
     if not sys.stdout.isatty():
-        sys.stdout.write("".join("".join(text for text, _ in line) + "\n" for line in lines))
+        sys.stdout.write("".join("".join(printable(text) for text, _ in line) + "\n"
+                                 for line in lines))
         return
     from rich.console import Console  # noqa: PLC0415
     from rich.text import Text  # noqa: PLC0415
 
     console = Console(highlight=False, soft_wrap=True)
     for line in lines:
-        console.print(Text.assemble(*line))
+        console.print(Text.assemble(*((printable(text), style) for text, style in line)))
 
 
 def _target_lines(result: Diagnosis, rootfs: RootFS, labels: tuple[str | None, str | None]
@@ -248,9 +255,7 @@ def diagnosis_lines(  # noqa: PLR0913 - the result, then keyword-only display op
         shown.setdefault(signature, finding.soname)
         lines += (_search_lists(finding.searched, site) if verbosity == 1
                   else _candidates(finding.searched))
-    unjudged = dict.fromkeys(why for _, why in result.symbols_unjudged)
-    if unjudged:
-        lines += [(), _line((f"symbols not checked: {next(iter(unjudged))}", "dim"))]
+    lines += _note_lines(result)
     lines.append(())
     hints = []
     if verbosity == 0 and any(isinstance(f, LibraryFinding) for f in result.findings):
@@ -259,6 +264,19 @@ def diagnosis_lines(  # noqa: PLR0913 - the result, then keyword-only display op
     loaded = len(result.objects) - len(result.unloaded)
     lines.append(_line((f"{loaded} objects loaded (exit {exit_code}); {'; '.join(hints)}.",
                         "dim")))
+    return lines
+
+
+def _note_lines(result: Diagnosis) -> list[Line]:
+    """What was not judged (symbols of fixtures) and what could not be read, dimmed."""
+    lines: list[Line] = []
+    unjudged = dict.fromkeys(why for _, why in result.symbols_unjudged)
+    if unjudged:
+        lines += [(), _line((f"symbols not checked: {next(iter(unjudged))}", "dim"))]
+    if result.unreadable:
+        path, why = result.unreadable[0]
+        more = f" and {len(result.unreadable) - 1} more" if len(result.unreadable) > 1 else ""
+        lines += [(), _line((f"passed over, as the loader does: {path} ({why}){more}", "dim"))]
     return lines
 
 

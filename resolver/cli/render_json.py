@@ -130,6 +130,7 @@ def diagnosis_json(result: Diagnosis, rootfs: RootFS, exit_code: int, *,  # noqa
             **platform_json(result.platform),
             "ld_so_conf_dirs": list(result.loader.conf_dirs),
             "ld_so_cache": result.loader.cache_source,
+            "unreadable": [{"path": path, "why": why} for path, why in result.unreadable],
         },
         "torch": None if torch is None else {
             "site": torch.site,

@@ -42,6 +42,7 @@ _ENVIRONMENT = ("LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONPATH", "PYTHONHOME", "PY
 # Filesystem timestamps come from a coarse clock (a few ms); a path changed this close to the
 # start of a run may change again unseen, so its result is not kept.
 _RACY_NS = 100_000_000
+_MAX_ENTRY = 64 << 20  # a kept result bigger than this is not kept, nor read
 _witness: contextvars.ContextVar[Witness | None] = contextvars.ContextVar("witness", default=None)
 
 
@@ -73,24 +74,31 @@ def result_key(argv: Sequence[str]) -> str:
 
 
 def _cacheable(argv: Sequence[str]) -> bool:
+    try:
+        os.getcwd()  # part of the key; a deleted working folder has none
+    except OSError:
+        return False
     return (bool(argv) and argv[0] in _COMMANDS and not _NEVER.intersection(argv)
             and not sys.stdout.isatty())
 
 
 def _entry_path(key: str) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "jetson-resolve" / "results" / f"{key}.json"
+    from resolver.host_files import cache_home  # noqa: PLC0415
+
+    return cache_home() / "results" / f"{key}.json"
 
 
 def _replay(path: Path) -> int | None:
     """Write a valid entry's output and return its exit code; None on any miss."""
+    from resolver.errors import UnusableFile  # noqa: PLC0415
+    from resolver.host_files import read_regular  # noqa: PLC0415
     from resolver.target.witness import Witness  # noqa: PLC0415
 
     try:
-        entry: dict[str, Any] = json.loads(path.read_text("utf-8"))
+        entry: dict[str, Any] = json.loads(read_regular(path, _MAX_ENTRY, "a kept result"))
         seen = [(str(p), None if s is None else tuple(s)) for p, s in entry["seen"]]
         code, output = int(entry["code"]), str(entry["stdout"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, UnusableFile, ValueError, KeyError, TypeError, RecursionError):
         return None
     if entry.get("format") != _FORMAT or code not in (0, 1) or not Witness.unchanged(seen):
         return None
@@ -102,12 +110,16 @@ def _replay(path: Path) -> int | None:
 def _store(path: Path, code: int, output: str, witness: Witness) -> None:
     entry = {"format": _FORMAT, "code": code, "stdout": output,
              "seen": [[p, s] for p, s in witness.seen.items()]}
+    from resolver.errors import UnusableFile  # noqa: PLC0415
+    from resolver.host_files import write_atomic  # noqa: PLC0415
+
+    data = json.dumps(entry).encode("utf-8", "surrogateescape")
+    if len(data) > _MAX_ENTRY:
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_suffix(f".{os.getpid()}.tmp")
-        scratch.write_text(json.dumps(entry), "utf-8")
-        scratch.replace(path)
-    except OSError:
+        write_atomic(path, data)
+    except (OSError, UnusableFile):
         return  # a cache we cannot write is no cache, not an error
 
 

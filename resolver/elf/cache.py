@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import TYPE_CHECKING
 
 from resolver.elf.facts import FACTS_SCHEMA, ElfFacts, facts_to_json, parse_facts_json
-from resolver.errors import InvalidElf, InvalidFixture
+from resolver.errors import InvalidElf, InvalidFixture, UnusableFile
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -25,14 +24,15 @@ if TYPE_CHECKING:
 __all__ = ["FactsCache", "default_cache_path", "read_facts"]
 
 _FORMAT = f"jetson-resolve facts cache {FACTS_SCHEMA}"
+# About 3 MB per torch install with its nvidia wheels; a file past this is not ours to trust.
+_MAX_BYTES = 512 << 20
 
 
 def default_cache_path() -> Path:
-    """`$XDG_CACHE_HOME/jetson-resolve/facts.json` (or under `~/.cache`)."""
-    from pathlib import Path  # noqa: PLC0415
+    """`facts.json` under `resolver.host_files.cache_home()`."""
+    from resolver.host_files import cache_home  # noqa: PLC0415
 
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "jetson-resolve" / "facts.json"
+    return cache_home() / "facts.json"
 
 
 class FactsCache:
@@ -52,16 +52,18 @@ class FactsCache:
     def _load(path: Path) -> dict[str, object]:
         # Line 1: format and the sha256 of line 2; line 2: the entries as JSON. A damaged file
         # (even one that is still valid JSON) fails the digest and is ignored whole.
+        from resolver.host_files import read_regular  # noqa: PLC0415
+
         try:
-            header, _, payload = path.read_bytes().partition(b"\n")
-        except OSError:
+            header, _, payload = read_regular(path, _MAX_BYTES, "a facts cache").partition(b"\n")
+        except (OSError, UnusableFile):
             return {}
         expected = f"{_FORMAT} sha256={hashlib.sha256(payload).hexdigest()}".encode()
         if header != expected:
             return {}
         try:
             entries = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return {}
         return entries if isinstance(entries, dict) else {}
 
@@ -105,16 +107,15 @@ class FactsCache:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            import tempfile  # noqa: PLC0415 - only when something changed
+            from resolver.host_files import write_atomic  # noqa: PLC0415
 
             payload = json.dumps(self._entries, separators=(",", ":")).encode()
             header = f"{_FORMAT} sha256={hashlib.sha256(payload).hexdigest()}\n".encode()
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".facts-", suffix=".json")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(header + payload)
-            os.replace(tmp, self.path)
+            if len(header) + len(payload) > _MAX_BYTES:
+                return  # a cache that would not be read back is not written
+            write_atomic(self.path, header + payload)
             self._dirty = False
-        except OSError:
+        except (OSError, UnusableFile):
             return
 
 

@@ -539,7 +539,10 @@ def read_elf_facts(stream: BinaryIO, *, origin: str, size: int | None = None) ->
             osabi=layout.osabi,
             elf_type=layout.type,
             soname=string(dyn[DT_SONAME], "DT_SONAME") if DT_SONAME in dyn else None,
-            needed=tuple(string(value, "DT_NEEDED") for tag, value in tags if tag == DT_NEEDED),
+            # Each name once, in order: a repeated DT_NEEDED finds the object its first one
+            # loaded (elf/dl-deps.c), and 65,536 copies of one long name are read once.
+            needed=tuple(dict.fromkeys(string(value, "DT_NEEDED") for value in dict.fromkeys(
+                value for tag, value in tags if tag == DT_NEEDED))),
             rpath=string(dyn[DT_RPATH], "DT_RPATH") if DT_RPATH in dyn else None,
             runpath=string(dyn[DT_RUNPATH], "DT_RUNPATH") if DT_RUNPATH in dyn else None,
             nodeflib=bool(dyn.get(DT_FLAGS_1, 0) & DF_1_NODEFLIB),

@@ -87,6 +87,11 @@ def _data() -> dict[str, Any]:
     return data
 
 
+# `__version__ = '2.11.0+cu130'` and `cuda: Optional[str] = '13.0'` of torch/version.py, each
+# on one line: no part may cross a line, so a long file without them is one linear pass.
+_VERSION = re.compile(r"^__version__[ \t]*=[ \t]*['\"]([^'\"\n]+)", re.MULTILINE)
+_CUDA = re.compile(r"^cuda[ \t]*(?::[^=\n]*)?=[ \t]*['\"]([^'\"\n]+)", re.MULTILINE)
+MAX_TORCH_INIT = 4 << 20  # torch 2.11's __init__.py is about 110 KB
 _CUDA_LIBS = re.compile(r"^[ \t]*cuda_libs\s*(?::[^=\n]*)?=\s*(?=[\[{])", re.MULTILINE)
 
 
@@ -140,12 +145,12 @@ def find_torch_install(rootfs: RootFS, site: str, extra_sys_path: tuple[str, ...
     if not listing:
         return None
     version_py = rootfs.read_text(posixpath.join(site, "torch", "version.py")) or ""
-    version = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)", version_py, re.MULTILINE)
-    cuda = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)", version_py, re.MULTILINE)
+    version = _VERSION.search(version_py)
+    cuda = _CUDA.search(version_py)
     extension = next((n for n in sorted(listing) if n.startswith("_C.") and n.endswith(".so")),
                      None)
     lib_files = frozenset(rootfs.list_dir(posixpath.join(site, "torch", "lib")))
-    init = rootfs.read_text(posixpath.join(site, "torch", "__init__.py"))
+    init = rootfs.read_text(posixpath.join(site, "torch", "__init__.py"), MAX_TORCH_INIT)
     preload = _parse_cuda_libs(init) if init else None
     source = "torch/__init__.py"
     if preload is None:
@@ -298,11 +303,14 @@ def emulate_torch(ns: Namespace, torch: TorchInstall) -> tuple[Attempt, ...]:
     lib = posixpath.join(torch.site, "torch", "lib")
     if torch.has_global_deps:
         attempts += _global_deps_attempts(ns, torch, lib)
-    if torch.extension:
-        # Kept even when it fails, as ld.so's trace mode goes on: what did load stays loaded,
-        # so the features torch opens later are diagnosed too, not hidden behind the import.
-        attempts.append(_attempt(ns, posixpath.join(torch.site, "torch", torch.extension),
-                                 "python: import torch._C", IMPORT, keep=True))
+    # Kept even when it fails, as ld.so's trace mode goes on: what did load stays loaded, so
+    # the features torch opens later are diagnosed too, not hidden behind the import. With no
+    # torch/_C*.so at all, `import torch` fails at `from torch._C import *`: the plainest name
+    # Python would try (`_C.so`) is opened, and is missing.
+    attempts.append(_attempt(ns, posixpath.join(torch.site, "torch", torch.extension or "_C.so"),
+                             "python: import torch._C" if torch.extension else
+                             "python: import torch._C (the install has no torch/_C*.so)",
+                             IMPORT, keep=True))
     data = _data()
     for item in data["torch_lib_files"]:
         if item["file"] in torch.lib_files:

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from resolver.elf.cache import read_facts
-from resolver.elf.facts import Machine
-from resolver.errors import InvalidElf
+from resolver.elf.facts import Endian, Machine
+from resolver.errors import InvalidElf, RootFsError
 from resolver.loader.binding import (
     StaticTls,
     SymbolProblem,
@@ -63,6 +63,7 @@ __all__ = [
     "VersionProblem",
 ]
 
+_NAME_MAX = 255  # bytes of one file name (linux/limits.h)
 INTERPRETER = "interpreter"  # the phase of the main program and what it loads at start
 PRELOAD = "LD_PRELOAD"  # the phase of an LD_PRELOAD entry itself
 PRELOADED = "already loaded"  # libraries the process opened before torch (--preloaded)
@@ -251,8 +252,9 @@ class Namespace:
             dirs.extend(path_of(requester, requester.facts.runpath, Via.RUNPATH))
         return dirs
 
-    def _try(self, path: str, via: Via, owner: str | None, wanted: ElfFacts | None,
-             tried: list[Candidate]) -> tuple[str, str, ElfFacts] | str | _Stop | None:
+    def _try(self, path: str, via: Via, owner: str | None,  # noqa: PLR0911 - one per way
+             wanted: ElfFacts | None, tried: list[Candidate],  # ld.so's open can end
+             ) -> tuple[str, str, ElfFacts] | str | _Stop | None:
         """Open one candidate: (path, real, facts), a fatal error, `_STOP` or None to go on."""
         directory, name = posixpath.split(path)
         found = self.rootfs.find_file(directory or "/", name)
@@ -274,6 +276,13 @@ class Namespace:
             return _STOP if found.problem and "loop" in found.problem else None
         try:
             facts = read_facts(self.rootfs, found.real, self.facts_cache)
+        except RootFsError as err:
+            # open() failed (EACCES, EIO): the loader goes on to the next directory
+            # (elf/dl-load.c open_path).
+            reason = str(err).removeprefix(f"{self.rootfs.host_label(found.real)}: ")
+            tried.append(Candidate(via=via, path=path, outcome=Outcome.BROKEN, owner=owner,
+                                   detail=reason))
+            return None
         except InvalidElf as err:
             reason = str(err).removeprefix(f"{self.rootfs.host_label(found.real)}: ")
             tried.append(Candidate(via=via, path=path, outcome=Outcome.NOT_ELF, owner=owner,
@@ -281,14 +290,25 @@ class Namespace:
             return f"invalid ELF header ({reason})"
         outcome, detail = self._fit(facts, wanted)
         tried.append(Candidate(via=via, path=path, outcome=outcome, owner=owner, detail=detail))
+        if outcome is Outcome.NOT_ELF:
+            return detail or "invalid ELF header"  # fatal for the name, as ld.so gives up
         return (path, found.real, facts) if outcome is Outcome.FOUND else None
 
     def _fit(self, facts: ElfFacts, wanted: ElfFacts | None) -> tuple[Outcome, str | None]:
-        """`open_verify`'s check: FOUND, or why a file of another class or machine is skipped."""
+        """`open_verify`'s check: FOUND, or why a candidate is skipped or (NOT_ELF) fatal.
+
+        Another class or machine is skipped; another byte order is fatal.
+        """
         machine = wanted.machine if wanted else self.platform.machine
         elf_class = wanted.elf_class if wanted else self.platform.elf_class
         if facts.elf_class != elf_class:
             return Outcome.WRONG_CLASS, f"ELF{32 * int(facts.elf_class)}"
+        endian = wanted.endian if wanted else self.platform.endian
+        if facts.endian != endian:
+            # After the class check, before the machine's, and fatal: elf/dl-load.c
+            # open_verify says "ELF file data encoding not little-endian" and gives up.
+            order = "little" if endian is Endian.LITTLE else "big"
+            return Outcome.NOT_ELF, f"ELF file data encoding not {order}-endian"
         if facts.machine != machine:
             return Outcome.WRONG_MACHINE, facts.machine_name
         return Outcome.FOUND, None
@@ -298,6 +318,12 @@ class Namespace:
         tried: list[Candidate] = []
         wanted = requester.facts if requester else None
         result: tuple[str, str, ElfFacts] | str | None
+        if len(posixpath.basename(name).encode("utf-8", "surrogateescape")) > _NAME_MAX:
+            # Every open() of it fails with ENAMETOOLONG: no directory need be tried (and a
+            # library naming 65,536 such files does not cost 65,536 search lists).
+            tried.append(Candidate(via=Via.PATH if "/" in name else Via.DEFAULT, path=name,
+                                   outcome=Outcome.ABSENT, detail="file name too long"))
+            return None, tried, None
         if "/" in name:
             result = self._open_path(name, requester, wanted, tried)
         else:

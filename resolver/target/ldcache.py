@@ -14,9 +14,7 @@ subdirectories but `tls` (`x86_64/`, `haswell/`: gone in glibc 2.37, never on aa
 
 from __future__ import annotations
 
-import bisect
 import enum
-import re
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -27,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 __all__ = [
+    "MAX_LD_SO_CACHE",
     "CacheFlag",
     "FloatAbi",
     "LdCache",
@@ -56,6 +55,9 @@ class CacheFlag(enum.IntEnum):
 
 
 FloatAbi = Literal["hard", "soft"]
+# ldconfig writes a few hundred KB; glibc maps any size, but a cache past this is refused.
+MAX_LD_SO_CACHE = 64 << 20
+_PATH_MAX = 4096  # a name longer than this opens no file (linux/limits.h)
 
 # Layout, from sysdeps/generic/dl-cache.h: `struct cache_file` (16 bytes: an 11-byte magic
 # padded to 12, `nlibs`) and `struct file_entry` (12); `struct cache_file_new` (48: magic and
@@ -275,7 +277,8 @@ class _Parser:
     def __init__(self, data: bytes, origin: str) -> None:
         self.data = data
         self.origin = origin
-        self._nuls: list[int] | None = None
+        self._strings: dict[int, str] = {}
+        self._entries: dict[bytes, LdCacheEntry] = {}
 
     def fail(self, what: str) -> InvalidLdCache:
         return InvalidLdCache(f"{self.origin}: ld.so.cache {what}")
@@ -320,13 +323,18 @@ class _Parser:
             entries, subdirs = self.parse_new(new_at)
             return LdCache(format="old+new", entries=entries, hwcap_subdirs=subdirs)
         found = []
-        for index, (flags, key, value) in enumerate(
-            struct.iter_unpack(order + "iII", data[_OLD_HEADER:strings])
-        ):
-            where = f"entry {index} of {nlibs}"
-            soname = self.string(strings + key, f"{where}: soname")
-            path = self.string(strings + value, f"{where}: path")
-            found.append(LdCacheEntry(soname=soname, path=path, flags=flags, hwcap_subdir=None))
+        for index in range(nlibs):
+            at = _OLD_HEADER + index * _OLD_ENTRY
+            raw = data[at : at + _OLD_ENTRY]
+            entry = self._entries.get(raw)
+            if entry is None:
+                flags, key, value = struct.unpack(order + "iII", raw)
+                where = f"entry {index} of {nlibs}"
+                entry = self._entries[raw] = LdCacheEntry(
+                    soname=self.string(strings + key, f"{where}: soname"),
+                    path=self.string(strings + value, f"{where}: path"),
+                    flags=flags, hwcap_subdir=None)
+            found.append(entry)
         return LdCache(format="old", entries=tuple(found), hwcap_subdirs=())
 
     def parse_new(self, base: int) -> tuple[tuple[LdCacheEntry, ...], tuple[str, ...]]:
@@ -339,17 +347,20 @@ class _Parser:
         subdirs = self.parse_extensions(order, extension_at)
         start = base + _NEW_HEADER
         found = []
-        for index, (flags, key, value, _osversion, hwcap) in enumerate(
-            struct.iter_unpack(order + "iIIIQ", data[start : start + nlibs * _NEW_ENTRY])
-        ):
-            where = f"entry {index} of {nlibs}"
-            soname = self.string(base + key, f"{where}: soname")
-            path = self.string(base + value, f"{where}: path")
-            slot = hwcap & 0xFFFFFFFF
-            sub = subdirs[slot] if _is_extension(hwcap) and slot < len(subdirs) else None
-            found.append(
-                LdCacheEntry(soname=soname, path=path, flags=flags, hwcap_subdir=sub, hwcap=hwcap)
-            )
+        for index in range(nlibs):
+            at = start + index * _NEW_ENTRY
+            raw = data[at : at + _NEW_ENTRY]
+            entry = self._entries.get(raw)  # equal entries share one object
+            if entry is None:
+                flags, key, value, _osversion, hwcap = struct.unpack(order + "iIIIQ", raw)
+                where = f"entry {index} of {nlibs}"
+                slot = hwcap & 0xFFFFFFFF
+                entry = self._entries[raw] = LdCacheEntry(
+                    soname=self.string(base + key, f"{where}: soname"),
+                    path=self.string(base + value, f"{where}: path"), flags=flags,
+                    hwcap_subdir=subdirs[slot] if _is_extension(hwcap) and slot < len(subdirs)
+                    else None, hwcap=hwcap)
+            found.append(entry)
         return tuple(found), subdirs
 
     def parse_extensions(self, order: str, at: int) -> tuple[str, ...]:
@@ -387,14 +398,22 @@ class _Parser:
         )
 
     def string(self, at: int, what: str) -> str:
-        """Return the NUL-terminated string at file offset `at`."""
+        """Return the NUL-terminated string at file offset `at` (at most PATH_MAX bytes).
+
+        Each offset is decoded once, and no scan runs past PATH_MAX: entries pointing into a
+        long run without NUL cannot make the parse quadratic.
+        """
+        known = self._strings.get(at)
+        if known is not None:
+            return known
         if at >= len(self.data):
             raise self.fail(f"{what} at offset {at} is past the end ({len(self.data)} bytes)")
-        if self._nuls is None:
-            # One pass over the file, then a bisection per string: entries that point into a
-            # long run without NUL cannot make the parse quadratic.
-            self._nuls = [match.start() for match in re.finditer(b"\x00", self.data)]
-        position = bisect.bisect_left(self._nuls, at)
-        if position == len(self._nuls):
+        end = self.data.find(b"\x00", at, at + _PATH_MAX + 1)
+        if end < 0 and at + _PATH_MAX >= len(self.data):
             raise self.fail(f"{what} at offset {at} runs off the end without a NUL")
-        return self.data[at : self._nuls[position]].decode("utf-8", "surrogateescape")
+        if end < 0 and at + _PATH_MAX >= len(self.data):
+            raise self.fail(f"{what} at offset {at} runs off the end without a NUL")
+        if end < 0:
+            raise self.fail(f"{what} at offset {at} has no NUL within {_PATH_MAX} bytes")
+        text = self._strings[at] = self.data[at:end].decode("utf-8", "surrogateescape")
+        return text

@@ -8,13 +8,14 @@ the root it is mounted in; `resolver.target.rootfs` does both. It reads; it neve
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from resolver.errors import InvalidWheel, RootFsError
+from resolver.errors import InvalidWheel, RootFsError, UnusableFile
 
 if TYPE_CHECKING:
     import zipfile
@@ -77,12 +78,17 @@ class DirMount:
         self.top = os.fspath(top)
         self.label = self.top
         self.witness = witness
+        self.unreadable: dict[str, str] = {}  # host path -> why it could not be listed
 
     def _host(self, rel: str) -> str:
         return os.path.join(self.top, rel) if rel else self.top
 
     def list_dir(self, rel: str) -> Mapping[str, Entry] | None:
-        """Entries of directory `rel`, symlinks not followed; None when it is not a directory."""
+        """Entries of directory `rel`, symlinks not followed; None when it is not a directory.
+
+        A directory that cannot be listed (permissions, I/O) is None too, and noted in
+        `unreadable`.
+        """
         try:
             with os.scandir(self._host(rel)) as it:
                 listing: dict[str, Entry] = {}
@@ -99,7 +105,10 @@ class DirMount:
         except (NotADirectoryError, FileNotFoundError):
             return None
         except OSError as err:
-            raise RootFsError(f"{self._host(rel)}: cannot list directory: {err.strerror}") from err
+            # The loader cannot open files in a folder it may not search (EACCES) and goes on
+            # to the next (elf/dl-load.c open_path); so does every reader of the root.
+            self.unreadable[self._host(rel)] = f"cannot list: {err.strerror}"
+            return None
 
     def read_link(self, rel: str) -> str:
         """The target of symlink `rel`."""
@@ -111,7 +120,12 @@ class DirMount:
         """File `rel` opened for reading, and its size."""
         if self.witness is not None:
             self.witness.saw(self._host(rel))
-        handle = open(self._host(rel), "rb")  # noqa: SIM115 - the caller closes it
+        from resolver.host_files import open_regular  # noqa: PLC0415
+
+        try:
+            handle = open_regular(self._host(rel))
+        except UnusableFile as err:  # replaced by a FIFO or a device since it was listed
+            raise OSError(errno.EINVAL, str(err).rpartition(": ")[2], self._host(rel)) from None
         return handle, os.fstat(handle.fileno()).st_size
 
     def identity(self, rel: str) -> tuple[object, ...]:
@@ -128,7 +142,13 @@ class DirMount:
 
 _FILE = Entry(EntryKind.FILE)
 _DIR = Entry(EntryKind.DIR)
-_MAX_MEMBER = 8 << 30  # a size hint beyond this is not trusted (the zip says what it likes)
+# A member is inflated into memory: none bigger than this (libtorch_cuda.so is about 1.5 GB),
+# and none that inflates more than _MAX_RATIO times plus _SLACK. Machine code and CUDA
+# fatbins deflate 2-25 times in PyPI's torch and nvidia wheels; an aarch64 library's 64 KiB
+# page padding is all zeros (the most seen: torch 2.11.0's libtorch_global_deps.so, 64 times).
+_MAX_MEMBER = 4 << 30
+_MAX_RATIO = 100
+_SLACK = 16 << 20
 _LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")  # zip local file header, APPNOTE 4.3.7
 
 
@@ -201,6 +221,9 @@ class ZipMount:
         import zlib  # noqa: PLC0415
 
         member = self._members[rel]
+        if member.file_size > min(_MAX_MEMBER, _MAX_RATIO * member.compress_size + _SLACK):
+            raise InvalidWheel(f"{self.archive}: member {rel} inflates to {member.file_size} "
+                               f"bytes from {member.compress_size} (a zip bomb?); not read")
         try:
             with open(self.archive, "rb") as handle:
                 handle.seek(member.header_offset)
@@ -213,10 +236,10 @@ class ZipMount:
             if member.compress_type == zipfile.ZIP_STORED:
                 data = raw
             elif member.compress_type == zipfile.ZIP_DEFLATED:
-                # Start with the output buffer at its final size: growing it by doubling costs
-                # more than the inflating itself for a 500 MB library.
-                hint = member.file_size if 0 < member.file_size <= _MAX_MEMBER else 16384
-                data = zlib.decompress(raw, -zlib.MAX_WBITS, hint)
+                # Never more than the size the zip states (checked below, with the CRC), and
+                # never more than a library plausibly inflates to: a bomb stops here.
+                inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                data = inflater.decompress(raw, member.file_size + 1)
             else:
                 return self._zip.read(member)
         except (OSError, zlib.error, zipfile.BadZipFile, EOFError, ValueError, MemoryError) as err:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from packaging.version import InvalidVersion, Version
 
-from resolver.elf.facts import ElfClass, Machine
+from resolver.elf.facts import ElfClass, Endian, Machine
 
 if TYPE_CHECKING:
     from resolver.elf.cache import FactsCache
@@ -113,6 +113,7 @@ class Platform:
 
     machine: int
     elf_class: ElfClass
+    endian: Endian = Endian.LITTLE  # its C library's byte order (EI_DATA)
     multiarch: str | None  # "aarch64-linux-gnu" on Debian-style roots
     system_dirs: tuple[str, ...]  # the loader's default directories, in order
     lib_token: str  # what $LIB expands to
@@ -218,7 +219,7 @@ def _read_cuda(rootfs: RootFS) -> tuple[str | None, str | None]:
                        *(f"{top}/targets/{t}/include/cuda_runtime_api.h" for t in sorted(targets))]
             for header in headers:
                 # The define sits near the top of a 600 KB header: read only the start.
-                text = rootfs.read_text(header, 16384) or ""
+                text = rootfs.read_text(header, 16384, prefix=True) or ""
                 match = re.search(r"#define\s+CUDART_VERSION\s+(\d+)", text)
                 if match:
                     number = int(match.group(1))
@@ -356,6 +357,7 @@ def read_platform(
     return Platform(
         machine=machine,
         elf_class=elf_class,
+        endian=libc.endian if libc else Endian.LITTLE,
         multiarch=triplet,
         system_dirs=system_dirs,
         lib_token=lib_token,

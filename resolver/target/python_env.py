@@ -53,7 +53,7 @@ def _is_elf(rootfs: RootFS, path: str) -> bool:
     resolved = rootfs.resolve(path)
     if not resolved.ok or resolved.real is None or rootfs.kind_of(resolved.real) != "file":
         return False
-    return rootfs.read_bytes(resolved.real, 4) == ELF_MAGIC
+    return rootfs.read_bytes(resolved.real, 4, prefix=True) == ELF_MAGIC
 
 
 def _venv_config(rootfs: RootFS, prefix: str) -> dict[str, str] | None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from resolver.target.witness import Witness
 
 __all__ = [
+    "MAX_TEXT",
     "DirMount",
     "Entry",
     "EntryKind",
@@ -40,6 +41,9 @@ __all__ = [
 
 # Linux follows at most 40 symlinks in one lookup (include/linux/namei.h MAXSYMLINKS).
 _MAX_SYMLINKS = 40
+# The most of a text file of the root read unless its reader says otherwise: os-release,
+# version.py, a dist-info's METADATA are a few KB.
+MAX_TEXT = 1 << 20
 _DIR = Entry(EntryKind.DIR)
 
 
@@ -202,6 +206,13 @@ class RootFS:
             return Resolved(found.path, None, "dangling symlink")
         return found
 
+    def unreadable(self) -> dict[str, str]:
+        """Host paths that could not be read and were passed over, with why."""
+        found: dict[str, str] = {}
+        for mount in self._mounts.values():
+            found.update(getattr(mount, "unreadable", {}))
+        return found
+
     def kind_of(self, real: str) -> str | None:
         """Kind of an already resolved path, or None when it does not exist."""
         if real == "/":
@@ -218,12 +229,26 @@ class RootFS:
         return self._listing(base.real) or {}
 
     def glob(self, pattern: str) -> list[str]:
-        """Expand a glob whose wildcards are in its last component, sorted, inside the root."""
-        directory, name = posixpath.split("/" + pattern.lstrip("/"))
-        if any(ch in directory for ch in "*?["):
-            raise RootFsError(f"{pattern}: wildcards are supported in the last component only")
-        listing = self.list_dir(directory)
-        return sorted(posixpath.join(directory, n) for n in listing if fnmatch.fnmatchcase(n, name))
+        """Expand an absolute pattern inside the root, sorted, the way the C library's glob does.
+
+        Wildcards may be in any component (ldconfig globs `include /etc/*/extra.conf` whole);
+        a wildcard does not match a leading '.', and only existing paths are returned.
+        """
+        found = ["/"]
+        for part in (p for p in pattern.split("/") if p):
+            if not any(ch in part for ch in "*?["):
+                found = [posixpath.join(base, part) for base in found]
+                continue
+            found = [posixpath.join(base, name) for base in found
+                     for name in sorted(self.list_dir(base))
+                     if fnmatch.fnmatchcase(name, part)
+                     and (part.startswith(".") or not name.startswith("."))]
+        existing = []
+        for path in found:
+            resolved = self.resolve(path)
+            if resolved.ok and resolved.real is not None and self.kind_of(resolved.real):
+                existing.append(path)
+        return sorted(existing)
 
     def open(self, real: str) -> tuple[BinaryIO, int]:
         """Open a resolved regular file for reading.
@@ -251,16 +276,38 @@ class RootFS:
             return host
         return f"{mount.label}!{rel}" if rel else mount.label
 
-    def read_bytes(self, path: str, limit: int = -1) -> bytes | None:
-        """Bytes of a file of the root (the first `limit`), None when there is no such file."""
+    def read_bytes(self, path: str, limit: int = MAX_TEXT, *, prefix: bool = False
+                   ) -> bytes | None:
+        """Bytes of a file of the root, None when there is no such regular file.
+
+        At most `limit` bytes are read: with `prefix` the first `limit`, otherwise a longer
+        file is refused (a 3 GiB `/etc/os-release` is not read into memory).
+
+        Raises:
+            RootFsError: the file cannot be opened, or holds more than `limit` bytes.
+
+        """
         found = self.resolve(path)
         if not found.ok or found.real is None or self.kind_of(found.real) != EntryKind.FILE:
             return None
-        stream, _ = self.open(found.real)
+        stream, size = self.open(found.real)
         with stream:
-            return stream.read(limit)
+            if size > limit and not prefix:
+                raise RootFsError(f"{self.host_label(found.real)}: {size} bytes, more than the "
+                                  f"{limit} such a file may hold; not read")
+            data = stream.read(limit + (0 if prefix else 1))
+        if len(data) > limit:
+            raise RootFsError(f"{self.host_label(found.real)}: more than the {limit} bytes "
+                              "such a file may hold; not read")
+        return data
 
-    def read_text(self, path: str, limit: int = -1) -> str | None:
-        """Text of a file of the root (UTF-8, undecodable bytes kept), or None when absent."""
-        data = self.read_bytes(path, limit)
+    def read_text(self, path: str, limit: int = MAX_TEXT, *, prefix: bool = False
+                  ) -> str | None:
+        """Text of a file of the root (UTF-8, undecodable bytes kept), or None when absent.
+
+        Raises:
+            RootFsError: as `read_bytes`.
+
+        """
+        data = self.read_bytes(path, limit, prefix=prefix)
         return None if data is None else data.decode("utf-8", "surrogateescape")

@@ -26,7 +26,7 @@ from packaging.utils import canonicalize_name
 from resolver.cli import options as opt  # noqa: TC001 - typer reads the annotations at run time
 from resolver.cli.commands.plan import pip_platform_options
 from resolver.cli.commands.runs_common import StateDir  # noqa: TC001 - typer reads it
-from resolver.cli.errors import ExitCode, fail, guarded
+from resolver.cli.errors import ExitCode, fail
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -163,7 +163,7 @@ def _source_args(options: Mapping[str, object]) -> dict[str, Any]:
             "gpu_arch": text("gpu_arch"), "no_cache": bool(options.get("no_cache"))}
 
 
-def stages_for(request: ApplyRequest, *, debug: bool) -> Stages:
+def stages_for(request: ApplyRequest) -> Stages:
     """Diagnose and plan as `diagnose` and `plan` do, each round afresh.
 
     They take the options the run was started with (`request.options`).
@@ -184,11 +184,11 @@ def stages_for(request: ApplyRequest, *, debug: bool) -> Stages:
 
     def diagnose() -> Diagnosis:
         source = make_source(**source_args)
-        return guarded(debug, lambda: run_diagnose(source))[0]
+        return run_diagnose(source)[0]
 
     def plan(result: Diagnosis) -> Plan:
         source = make_source(**source_args)
-        fixes = guarded(debug, lambda: match_fixes(result, recipes))
+        fixes = match_fixes(result, recipes)
         prefer = options.get("prefer")
         planned = plan_options(result, source, prefer=str(prefer) if prefer else None,
                                no_root=bool(options.get("no_root")), wheelhouse=wheelhouse,
@@ -371,14 +371,14 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
         if has_torch:
             from resolver.cli.commands.diagnose import make_source, run_diagnose  # noqa: PLC0415
 
-            first = guarded(debug, lambda: run_diagnose(make_source(**source_args))[0])
+            first = run_diagnose(make_source(**source_args))[0]
         elif not live:
             raise fail(f"--site-packages {site_packages}: no torch installed there; on another "
                        "root apply reads the target from the torch it fixes (install one first)")
         pip_platform = pip_platform_options(first) if first is not None and not live else ()
         staging = ("--target", str(site_host / STAGING)) if not live else ()
         if first is not None and first.blocks_import and rollback_on_fail:
-            spec = known_good or _cpu_recipe(first, recipes, debug)
+            spec = known_good or _cpu_recipe(first, recipes)
             if spec is None:
                 raise fail("the installed torch is already broken and no known-good build "
                            "fits this target: name one with --known-good torch==X.Y.Z")
@@ -401,7 +401,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
             pip_platform=pip_platform,
             known_good_argv=known_good_argv, max_rounds=max_rounds,
             options=options)
-        stages = stages_for(request, debug=debug)
+        stages = stages_for(request)
         if dry_run:
             _dry_run(request, stages, DryRunExecutor(), first, as_json=as_json)
             raise typer.Exit(int(ExitCode.OK))
@@ -410,9 +410,9 @@ def register(app: typer.Typer) -> None:  # noqa: C901, PLR0915 - one command's o
                              "diagnose alone\n")
         folder = state_dir or default_state_dir()
         lock = StateLock(folder)
-        guarded(debug, lock.__enter__)
+        lock.__enter__()
         try:
-            run = guarded(debug, lambda: new_run(folder))
+            run = new_run(folder)
             sys.stderr.write(f"run {run.id}: journal {run.journal_path}\n")
             executor = executor_for(request, folder)
             code = run_and_end(run, request, stages, executor, rollback=rollback_on_fail,
@@ -453,7 +453,7 @@ def run_and_end(run: Run, request: ApplyRequest, stages: Stages, executor: Execu
         report = run_apply(run, request, stages, executor, progress)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: rolling back …\n")
-        rolled = guarded(debug, lambda: roll_back(run, executor, outcome="interrupted"))
+        rolled = roll_back(run, executor, outcome="interrupted")
         code = ExitCode.ROLLED_BACK if rolled.complete else ExitCode.ROLLBACK_INCOMPLETE
         _emit(run, None, rolled, code, as_json=as_json)
         return code
@@ -466,13 +466,13 @@ def run_and_end(run: Run, request: ApplyRequest, stages: Stages, executor: Execu
             run.journal().append(Event.ERROR, data={"message": text})
         if not rollback:
             return ExitCode.BAD_INPUT
-        rolled = guarded(debug, lambda: roll_back(run, executor))
+        rolled = roll_back(run, executor)
         code = ExitCode.ROLLED_BACK if rolled.complete else ExitCode.ROLLBACK_INCOMPLETE
         _emit(run, None, rolled, code, as_json=as_json)
         return code
     if report.failed:
-        code, rolled = guarded(debug, lambda: finish_failed(run, report, executor,
-                                                            rollback=rollback))
+        code, rolled = finish_failed(run, report, executor,
+                                                            rollback=rollback)
     else:
         code = ExitCode.FINDINGS if report.remaining else ExitCode.OK
     _emit(run, report, rolled, code, as_json=as_json)
@@ -498,13 +498,13 @@ def _check_wheel(wheel: Path) -> None:
         raise fail(f"--wheel {wheel}: not a zip archive, so not a wheel")
 
 
-def _cpu_recipe(first: Diagnosis, recipes: Path | None, debug: bool) -> str | None:
+def _cpu_recipe(first: Diagnosis, recipes: Path | None) -> str | None:
     """The requirement of the first known-good CPU torch recipe that fits the target."""
     from resolver.recipes.database import load_database  # noqa: PLC0415
     from resolver.recipes.match import target_of, why_not  # noqa: PLC0415
     from resolver.shipped_data import recipes_root  # noqa: PLC0415
 
-    database = guarded(debug, lambda: load_database(recipes or recipes_root()))
+    database = load_database(recipes or recipes_root())
     target = target_of(first.platform, None)
     for recipe in database:
         if recipe.id.startswith("torch-cpu-known-good") and why_not(recipe.applies,

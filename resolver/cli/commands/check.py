@@ -9,7 +9,6 @@ case per fixture; the failing findings as its failure) that any CI shows.
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
 from pathlib import Path  # noqa: TC003 - typer reads the annotations at run time
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from resolver.cli.errors import ExitCode, fail, guarded
+from resolver.cli.errors import ExitCode, fail
 
 if TYPE_CHECKING:
     from resolver.diagnose import Diagnosis
@@ -46,10 +45,15 @@ def failing(result: Diagnosis, required: str) -> list[Finding]:
 
 def junit_xml(results: list[tuple[str, Diagnosis, float]], input_name: str,
               require: str | None = None) -> str:
-    """A JUnit report: a test case per fixture, failed when it fails what is required."""
+    """A JUnit report: a test case per fixture, failed when it fails what is required.
+
+    Names and sentences from the target pass through `xml_text`: XML 1.0 cannot hold control
+    characters or undecodable bytes, and a report CI cannot parse hides the failure.
+    """
     from xml.etree import ElementTree as ET  # noqa: PLC0415
 
     from resolver.cli.sentences import describe  # noqa: PLC0415
+    from resolver.cli.text import xml_text  # noqa: PLC0415
     from resolver.findings.model import Severity  # noqa: PLC0415
 
     failures = sum(1 for _, result, _ in results
@@ -60,18 +64,29 @@ def junit_xml(results: list[tuple[str, Diagnosis, float]], input_name: str,
     for name, result, seconds in results:
         required = required_of(result, require)
         case = ET.SubElement(suite, "testcase", classname=f"jetson-resolve.{required}",
-                             name=f"{input_name} on {name}", time=f"{seconds:.3f}")
+                             name=xml_text(f"{input_name} on {name}"), time=f"{seconds:.3f}")
         bad = failing(result, required)
         if bad:
             what = "import-torch-fails" if result.blocks_import else "cuda-unusable"
             failure = ET.SubElement(case, "failure", type=what,
                                     message=f"{len(bad)} finding(s) fail '{required}'")
-            failure.text = "\n".join(describe(f) for f in bad)
+            failure.text = xml_text("\n".join(describe(f) for f in bad))
         later = [describe(f) for f in result.findings if f.severity is Severity.BREAKS_FEATURE]
         if later:
-            ET.SubElement(case, "system-out").text = "breaks a feature:\n" + "\n".join(later)
+            ET.SubElement(case, "system-out").text = xml_text("breaks a feature:\n"
+                                                              + "\n".join(later))
     ET.indent(suite)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _write_report(path: Path, report: str) -> None:
+    """Write the JUnit report atomically, parsed back first: never a half-written report."""
+    from xml.etree import ElementTree as ET  # noqa: PLC0415
+
+    from resolver.host_files import write_atomic  # noqa: PLC0415
+
+    # Our own report, parsed back: no entity of anyone else's is ever expanded.
+    write_atomic(path, report.encode("utf-8"), check=ET.parse)
 
 
 def register(app: typer.Typer) -> None:
@@ -92,7 +107,7 @@ def register(app: typer.Typer) -> None:
             "--require", help="What must work: import, or cuda (default: cuda for a CUDA "
             "build, import for a CPU build).")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,  # noqa: ARG001 - read by the app (resolver.cli.app)
     ) -> None:
         """Exit non-zero if the torch would fail to import on any of the recorded targets."""
         from resolver.cli.commands.diagnose import make_source, run_diagnose  # noqa: PLC0415
@@ -109,13 +124,13 @@ def register(app: typer.Typer) -> None:
                                  root=None, ld_library_path="", gpu_arch=None,
                                  no_cache=False, fixture=name, torch_fixture=torch_fixture)
             started = time.perf_counter()
-            result, _ = guarded(debug, functools.partial(run_diagnose, source))
+            result, _ = run_diagnose(source)
             results.append((name, result, time.perf_counter() - started))
             sys.stderr.write(f"checked {name}\n")
         input_name = str(wheel or site_packages or torch_fixture)
         if junit is not None:
             report = junit_xml(results, input_name, require)
-            guarded(debug, functools.partial(junit.write_text, report, encoding="utf-8"))
+            _write_report(junit, report)
         failed = [name for name, result, _ in results
                   if failing(result, required_of(result, require))]
         code = ExitCode.FINDINGS if failed else ExitCode.OK

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from resolver.cli import options as opt  # noqa: TC001 - typer reads the annotations at run time
-from resolver.cli.errors import ExitCode, fail, guarded, parse_gpu_arch
+from resolver.cli.errors import ExitCode, fail, parse_gpu_arch
 from resolver.sources import Source
 
 if TYPE_CHECKING:
@@ -92,16 +92,28 @@ def probe_interpreter(argv: tuple[str, ...], python: str, *, isolated: bool = Fa
         raise fail(f"{python}: cannot run this interpreter ({err})") from None
     try:
         info = json.loads(done.stdout.strip().splitlines()[-1])
-        torch = info["torch"]
-        probed = Probed(
-            site=str(Path(torch).parent.parent) if torch else None,
-            sys_path=tuple(str(p) for p in info["path"] if p), version=str(info["version"]),
-            executable=str(info["executable"]), loaded=tuple(str(m) for m in info["maps"]))
-    except (ValueError, IndexError, KeyError, TypeError):
+    except (ValueError, IndexError, RecursionError):
         said = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise fail(f"{python}: cannot ask it where torch is (exit {done.returncode}: "
                    f"{said})") from None
-    return probed
+    return _probed_of(info, python)
+
+
+def _probed_of(info: object, python: str) -> Probed:
+    """The probe's answer, checked field by field; exits 2 on any other shape."""
+    def strings(value: object) -> bool:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+    if not (isinstance(info, dict) and (info.get("torch") is None or isinstance(
+            info["torch"], str)) and strings(info.get("path")) and strings(info.get("maps"))
+            and isinstance(info.get("executable"), str) and isinstance(info.get("version"), str)
+            and re.fullmatch(r"\d+\.\d+", info["version"])):
+        raise fail(f"{python}: answered the probe with something else than expected: "
+                   f"{json.dumps(info)[:120]}")
+    torch = info["torch"]
+    return Probed(site=str(Path(torch).parent.parent) if torch else None,
+                  sys_path=tuple(p for p in info["path"] if p), version=info["version"],
+                  executable=info["executable"], loaded=tuple(info["maps"]))
 
 
 def _split_list(value: str | None) -> tuple[str, ...]:
@@ -140,8 +152,11 @@ def make_source(
                                            and live else ld_preload),
                     preloaded=_split_list(preloaded))
     if wheel is not None:
-        if not wheel.is_file():
-            raise fail(f"--wheel {wheel}: no such file")
+        from resolver.host_files import not_regular  # noqa: PLC0415
+
+        problem = not_regular(wheel)
+        if problem:
+            raise fail(f"--wheel {wheel}: {problem}")
         return dataclasses.replace(source, wheel=str(wheel.resolve()))
     if python is not None and not live:
         source = _with_root_interpreter(source, root, python, fixture,
@@ -368,7 +383,7 @@ def register(app: typer.Typer) -> None:
         )] = 0,
         no_cache: opt.NoCache = False,
         recipes: opt.Recipes = None,
-        debug: opt.Debug = False,
+        debug: opt.Debug = False,  # noqa: ARG001 - read by the app (resolver.cli.app)
     ) -> None:
         """What will fail to load on the target, why, and whether it breaks `import torch`."""
         if verbose > 2:
@@ -377,8 +392,8 @@ def register(app: typer.Typer) -> None:
                              ld_library_path=ld_library_path, gpu_arch=gpu_arch,
                              no_cache=no_cache, fixture=fixture, torch_fixture=torch_fixture,
                              sys_path=sys_path, ld_preload=ld_preload, preloaded=preloaded)
-        result, rootfs = guarded(debug, lambda: run_diagnose(source))
-        fixes = guarded(debug, lambda: match_fixes(result, recipes))
+        result, rootfs = run_diagnose(source)
+        fixes = match_fixes(result, recipes)
         code = exit_code_of(result)
         if as_json:
             from resolver.cli.render_json import diagnosis_json, dump  # noqa: PLC0415

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from resolver.cli import options as opt  # noqa: TC001 - typer reads the annotations at run time
-from resolver.cli.errors import ExitCode, fail, guarded
+from resolver.cli.errors import ExitCode, fail
 
 if TYPE_CHECKING:
     from resolver.cli.commands.diagnose import Source
@@ -175,7 +175,7 @@ def register(app: typer.Typer) -> None:
         source_build: opt.SourceBuild = False,
         no_cache: opt.NoCache = False,
         as_json: opt.Json = False,
-        debug: opt.Debug = False,
+        debug: opt.Debug = False,  # noqa: ARG001 - read by the app (resolver.cli.app)
     ) -> None:
         """The ordered steps that fix what diagnose finds, as exact commands; changes nothing."""
         from resolver.cli.commands.diagnose import (  # noqa: PLC0415
@@ -189,8 +189,8 @@ def register(app: typer.Typer) -> None:
         source = make_source(python=python, site_packages=site_packages, wheel=wheel, root=root,
                              ld_library_path=ld_library_path, gpu_arch=gpu_arch,
                              no_cache=no_cache, fixture=fixture, torch_fixture=torch_fixture)
-        result, _ = guarded(debug, lambda: run_diagnose(source))
-        fixes = guarded(debug, lambda: match_fixes(result, recipes))
+        result, _ = run_diagnose(source)
+        fixes = match_fixes(result, recipes)
         options = plan_options(result, source, prefer=prefer, no_root=no_root,
                                wheelhouse=wheelhouse, source_build=source_build,
                                interpreter=python)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from resolver.cli.errors import ExitCode, fail, guarded
+from resolver.cli.errors import ExitCode, fail
 
 if TYPE_CHECKING:
     from resolver.recipes.schema import Recipe
@@ -32,10 +32,10 @@ def _folder(given: Path | None) -> Path:
     return folder
 
 
-def _load(folder: Path, debug: bool) -> tuple[Recipe, ...]:
+def _load(folder: Path) -> tuple[Recipe, ...]:
     from resolver.recipes.database import load_database  # noqa: PLC0415
 
-    return guarded(debug, lambda: load_database(folder))
+    return load_database(folder)
 
 
 def register(app: typer.Typer) -> None:
@@ -47,10 +47,10 @@ def register(app: typer.Typer) -> None:
     def list_command(
         recipes: Annotated[Path | None, typer.Option("--recipes", help=_FOLDER_HELP)] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,  # noqa: ARG001 - read by the app (resolver.cli.app)
     ) -> None:
         """One line per recipe: its id, what it provides, how."""
-        loaded = _load(_folder(recipes), debug)
+        loaded = _load(_folder(recipes))
         if as_json:
             from resolver.cli.render_json import dump, recipe_json  # noqa: PLC0415
 
@@ -66,10 +66,10 @@ def register(app: typer.Typer) -> None:
         recipe_id: Annotated[str, typer.Argument(metavar="ID", help="The recipe's id.")],
         recipes: Annotated[Path | None, typer.Option("--recipes", help=_FOLDER_HELP)] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,  # noqa: ARG001 - read by the app (resolver.cli.app)
     ) -> None:
         """Everything one recipe says."""
-        loaded = {r.id: r for r in _load(_folder(recipes), debug)}
+        loaded = {r.id: r for r in _load(_folder(recipes))}
         recipe = loaded.get(recipe_id)
         if recipe is None:
             raise fail(f"{recipe_id}: no such recipe ({len(loaded)} recipes; "

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from resolver import __version__
-from resolver.cli.errors import fail, guarded, parse_gpu_arch
+from resolver.cli.errors import fail, parse_gpu_arch
 
 __all__ = ["public_command", "register"]
 
@@ -32,19 +32,28 @@ def _python_sites(python: str) -> tuple[str, ...]:
         out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True,
                              timeout=60).stdout
         sites = json.loads(out.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as err:
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError, RecursionError) as err:
         raise fail(f"--python {python}: cannot ask it for its site-packages ({err})") from None
-    return tuple(str(site) for site in sites)
+    if not (isinstance(sites, list) and all(isinstance(site, str) for site in sites)):
+        raise fail(f"--python {python}: answered with something else than a list of folders")
+    return tuple(sites)
 
 
 def _provenance_extras(path: Path | None) -> dict[str, Any]:
     """The packages / hand_written / notes of a JSON file that describes a composed root."""
     if path is None:
         return {}
+    from resolver.errors import UnusableFile  # noqa: PLC0415
+    from resolver.host_files import MIB, read_regular  # noqa: PLC0415
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise fail(f"--composed-from {path}: cannot read JSON ({err})") from None
+        data = json.loads(read_regular(path, MIB, "a --composed-from file"))
+    except UnusableFile as err:
+        raise fail(f"--composed-from {err}") from None
+    except OSError as err:
+        raise fail(f"--composed-from {path}: cannot read it: {err.strerror}") from None
+    except (ValueError, RecursionError) as err:
+        raise fail(f"--composed-from {path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
         raise fail(f"--composed-from {path}: expected a JSON object")
     return data
@@ -58,6 +67,8 @@ def _site_only_inputs(site_packages: Path | None, site_at: str | None) -> tuple[
         # The fixture names the folder as the target has it, never this machine's path.
         raise fail("--site-only needs --site-at: where this site-packages lives on the "
                    "target, an absolute path such as /usr/local/lib/python3.12/dist-packages")
+    if site_at.rstrip("/") != os.path.normpath(site_at) or "\0" in site_at:
+        raise fail(f"--site-at {site_at!r}: give a normal absolute path (no '..', '.' or '//')")
     if not (site_packages / "torch").is_dir():
         raise fail(f"--site-packages {site_packages}: no torch package here")
     return site_packages, site_at
@@ -112,14 +123,66 @@ def _record(
         packages=tuple(extras.get("packages", ())),
         hand_written=tuple(extras.get("hand_written", ())),
         notes=(*extras.get("notes", ()), *skipped), site=site, gpu_arch=gpu_arch)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.toml").write_text(render_manifest(manifest), encoding="utf-8")
-    (out / "files.json").write_text(render_files_json(entries), encoding="utf-8")
+    _write_fixture(out, render_manifest(manifest), render_files_json(entries))
     kinds: dict[str, int] = {}
     for kind, _ in entries.values():
         kinds[kind] = kinds.get(kind, 0) + 1
     return {"schema": 1, "command": "record", "out": str(out), "name": name,
             "entries": kinds, "skipped": skipped}
+
+
+def _write_fixture(out: Path, manifest: str, files: str) -> None:
+    """Write a fixture's two files into `out`, read back by the fixture reader first.
+
+    Both are written into a scratch folder inside `out` and parsed there by
+    `parse_fixture_dir`, the reader `diagnose --fixture` uses; only a fixture it accepts is
+    renamed into place (replacing, never writing through, what was there).
+
+    Raises:
+        InvalidFixture: the reader rejects what would be written.
+        OSError: `out` cannot be written.
+
+    """
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from resolver.errors import InvalidFixture  # noqa: PLC0415
+    from resolver.fixture.model import parse_fixture_dir  # noqa: PLC0415
+
+    try:
+        data = {"manifest.toml": manifest.encode("utf-8"),
+                "files.json": files.encode("utf-8", "surrogateescape")}
+    except UnicodeEncodeError as err:
+        raise InvalidFixture(f"{out}: would hold text that is not UTF-8 ({err.reason})") from None
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=out, prefix=".record-"))
+    try:
+        for name, content in data.items():
+            (scratch / name).write_bytes(content)
+        parse_fixture_dir(scratch)
+        for name in data:
+            os.replace(scratch / name, out / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fixture_name_of(name: str | None, out: Path) -> str:
+    """`--name`, or the --out folder's name made into one; exits 2 on a name the reader refuses.
+
+    A fixture's name also names the folder it is materialised in, so it holds letters, digits,
+    '.', '_' and '-' only (`resolver.fixture.model`).
+    """
+    import re  # noqa: PLC0415
+
+    from resolver.fixture.model import FIXTURE_NAME  # noqa: PLC0415
+
+    if name is not None:
+        if not FIXTURE_NAME.fullmatch(name):
+            raise fail(f"--name {name!r}: give letters, digits, '.', '_' or '-' (not starting "
+                       "with '.' or '-'), at most 100")
+        return name
+    made = re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(os.path.abspath(out)))
+    return made.lstrip(".-")[:100] or "fixture"
 
 
 # Options whose values are paths of the recording machine (a scratch root, the checkout): the
@@ -179,15 +242,23 @@ def register(app: typer.Typer) -> None:
         gpu_arch: Annotated[str | None, typer.Option(
             "--gpu-arch", help="The machine's GPU (sm_110, 110 or 11.0 for Thor).")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,  # noqa: ARG001 - read by the app (resolver.cli.app)
     ) -> None:
         """Record a machine's loader-relevant facts (no library bytes) into a fixture."""
         if not root.is_dir():
             raise fail(f"--root {root}: not a directory")
         if site_packages is not None and not site_packages.is_dir():
             raise fail(f"--site-packages {site_packages}: not a directory")
-        result = guarded(debug, lambda: _record(
-            root=root, out=out, name=name or out.resolve().name, description=description,
+        if site_at is not None and not site_only:
+            raise fail("--site-at goes with --site-only")
+        try:
+            description.encode("utf-8")
+        except UnicodeEncodeError:
+            raise fail("--description: not valid UTF-8 text") from None
+        if "\n" in description or "\r" in description:
+            raise fail("--description: give one line")
+        result = _record(
+            root=root, out=out, name=_fixture_name_of(name, out), description=description,
             python=python, site_packages=site_packages, site_only=site_only, site_at=site_at,
             composed_from=composed_from, gpu_arch=parse_gpu_arch(gpu_arch),
             command=public_command([
@@ -197,7 +268,7 @@ def register(app: typer.Typer) -> None:
                     ("--description", description or None), ("--python", python),
                     ("--site-packages", site_packages), ("--site-at", site_at),
                     ("--composed-from", composed_from), ("--gpu-arch", gpu_arch))
-                  if value is not None for arg in (option, str(value))]])))
+                  if value is not None for arg in (option, str(value))]]))
         if as_json:
             sys.stdout.write(json.dumps(result, sort_keys=True, indent=2) + "\n")
         else:

@@ -12,7 +12,7 @@ import typer
 
 from resolver.cli import options as opt  # noqa: TC001 - typer reads the annotations at run time
 from resolver.cli.commands.runs_common import RunId, StateDir, locked_run
-from resolver.cli.errors import ExitCode, fail, guarded
+from resolver.cli.errors import ExitCode, fail
 
 __all__ = ["register"]
 
@@ -31,21 +31,21 @@ def register(app: typer.Typer) -> None:
         from resolver.apply.session import ApplyRequest  # noqa: PLC0415
         from resolver.cli.commands.apply import run_and_end, stages_for  # noqa: PLC0415
 
-        with locked_run(state_dir, run_id, debug=debug) as (run, state, executor):
+        with locked_run(state_dir, run_id) as (run, state, executor):
             if state.outcome is not None:
                 raise fail(f"run {run.id} already ended ({state.outcome}): nothing to resume")
-            request = guarded(debug, lambda: ApplyRequest.from_data(run.request()))
+            request = ApplyRequest.from_data(run.request())
             undoing = rollback_unfinished(run.records())
             if state.in_doubt is not None or undoing:
                 sys.stderr.write(f"run {run.id}: step {state.in_doubt} may have half run: "
                                  "taking the run back to its known-good state first …\n"
                                  if state.in_doubt is not None else
                                  f"run {run.id}: finishing its rollback first …\n")
-                rolled = guarded(debug, lambda: roll_back(run, executor, outcome=None))
+                rolled = roll_back(run, executor, outcome=None)
                 if not rolled.complete:
                     raise fail(f"run {run.id}: its rollback did not complete; see "
                                "`jetson-resolve status`", ExitCode.ROLLBACK_INCOMPLETE)
-            stages = stages_for(request, debug=debug)
+            stages = stages_for(request)
             code = run_and_end(run, request, stages, executor,
                                rollback=bool(request.options.get("rollback_on_fail")),
                                as_json=as_json, debug=debug)

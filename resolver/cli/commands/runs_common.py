@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from resolver.cli.errors import fail, guarded
+from resolver.cli.errors import fail
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -25,7 +25,7 @@ RunId = Annotated[str | None, typer.Option(
     "--run", help="The run to act on (default: the latest).")]
 
 
-def find_run(state_dir: Path | None, run_id: str | None, *, debug: bool) -> Run:
+def find_run(state_dir: Path | None, run_id: str | None) -> Run:
     """The run named `run_id`, or the latest, in the state folder.
 
     Raises:
@@ -40,27 +40,27 @@ def find_run(state_dir: Path | None, run_id: str | None, *, debug: bool) -> Run:
         if "/" in run_id or not candidate.is_dir():
             raise fail(f"--run {run_id}: no such run in {folder / 'runs'}")
         return Run(candidate)
-    run = guarded(debug, lambda: latest_run(folder))
+    run = latest_run(folder)
     if run is None:
         raise fail(f"no apply run in {folder}")
     return run
 
 
 @contextlib.contextmanager
-def locked_run(state_dir: Path | None, run_id: str | None, *, debug: bool
+def locked_run(state_dir: Path | None, run_id: str | None
                ) -> Iterator[tuple[Run, RunState, SubprocessExecutor]]:
     """The run, where it stands and an executor on its root, with the state folder locked."""
     from resolver.apply.lock import StateLock  # noqa: PLC0415
 
-    run = find_run(state_dir, run_id, debug=debug)
+    run = find_run(state_dir, run_id)
     lock = StateLock(run.folder.parent.parent)
-    guarded(debug, lock.__enter__)
+    lock.__enter__()
     try:
-        state = guarded(debug, run.state)
+        state = run.state()
         from resolver.apply.session import ApplyRequest  # noqa: PLC0415
         from resolver.cli.commands.apply import executor_for  # noqa: PLC0415
 
-        request = guarded(debug, lambda: ApplyRequest.from_data(run.request()))
+        request = ApplyRequest.from_data(run.request())
         yield run, state, executor_for(request, run.folder.parent.parent)
     finally:
         lock.__exit__(None, None, None)

@@ -13,7 +13,7 @@ import typer
 
 from resolver.cli import options as opt  # noqa: TC001 - typer reads the annotations at run time
 from resolver.cli.commands.runs_common import RunId, StateDir, find_run
-from resolver.cli.errors import ExitCode, guarded
+from resolver.cli.errors import ExitCode
 
 __all__ = ["code_of_outcome", "register", "status_lines"]
 
@@ -65,18 +65,18 @@ def register(app: typer.Typer) -> None:
 
     @app.command("status")
     def status_command(state_dir: StateDir = None, run_id: RunId = None,
-                       as_json: opt.Json = False, debug: opt.Debug = False) -> None:
+                       as_json: opt.Json = False, debug: opt.Debug = False) -> None:  # noqa: ARG001 - --debug is read by the app
         """Where the latest apply run stands, and what each step did."""
         from resolver.apply.journal import rollback_unfinished  # noqa: PLC0415
         from resolver.apply.lock import StateLock  # noqa: PLC0415
         from resolver.cli.render_json import dump, run_json  # noqa: PLC0415
 
-        run = find_run(state_dir, run_id, debug=debug)
-        state = guarded(debug, run.state)
+        run = find_run(state_dir, run_id)
+        state = run.state()
         holder = StateLock(run.folder.parent.parent).holder_if_held()
-        unfinished = rollback_unfinished(guarded(debug, run.records))
+        unfinished = rollback_unfinished(run.records())
         code = code_of_outcome(state.outcome)
-        document = guarded(debug, lambda: run_json(run, "status", int(code)))
+        document = run_json(run, "status", int(code))
         if as_json:
             sys.stdout.write(dump(document))
         else:
