@@ -487,3 +487,37 @@ def test_mutated_caches_parse_or_fail_cleanly(lib_root: Path, built: tuple[int, 
         assert time.monotonic() - started < 1.0
 
     check()
+
+
+@pytest.mark.fuzz
+@pytest.mark.parametrize("fill", [b"\0", b"\0\0\0\0libx.so.1\0", b"A"],
+                         ids=["nul", "names", "no-nul"])
+def test_a_cache_flooded_after_its_header_costs_time_and_memory_linear_in_its_size(
+        lib_root: Path, fill: bytes) -> None:
+    """A valid header, then 8 MiB of one pattern with the entry count to match (issue 10).
+
+    ld.so maps the file and bisects it; the parse must not build an object per byte (a first
+    version indexed every NUL: 2 GB for 48 MiB of NULs) nor rescan strings per entry.
+    """
+    import tracemalloc  # noqa: PLC0415
+
+    header = bytearray(cache_file(lib_root, "new").read_bytes()[:48])
+    body = (fill * ((8 << 20) // len(fill) + 1))[: 8 << 20]
+    struct.pack_into("<I", header, 20, len(body) // 24)  # nlibs: every 24 bytes an entry
+    struct.pack_into("<I", header, 32, 0)  # no extension directory
+    data = bytes(header) + body
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        outcome: LdCache | str = parse_ld_so_cache(data, origin="flood")
+    except InvalidLdCache as err:
+        outcome = str(err)
+    seconds = time.monotonic() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seconds < 5.0
+    assert peak < 3 * len(data), f"{peak / len(data):.1f} bytes of memory per byte of cache"
+    if isinstance(outcome, str):
+        assert outcome.startswith("flood: ld.so.cache ")
+    else:
+        assert len(outcome.entries) == len(body) // 24
