@@ -120,7 +120,6 @@ def main(argv: list[str] | None = None) -> None:
     (`resolver.cli.result_cache`). Whatever is raised outside a command (a deleted working
     folder, stdout on a full disk) goes through the same `exit_for` as a command's errors.
     """
-    from resolver.cli.errors import exit_for  # noqa: PLC0415
     from resolver.cli.result_cache import cached_run  # noqa: PLC0415
 
     args = sys.argv[1:] if argv is None else argv
@@ -133,7 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:  # outside a command: the result cache, stdout's last flush
         if "--debug" in args:
             raise
-        code = exit_for(err)
+        code = _exit_for(err)
     except KeyboardInterrupt as err:
-        code = exit_for(err)
+        code = _exit_for(err)
     raise SystemExit(code)
+
+
+def _exit_for(err: BaseException) -> int:
+    # Imported on failure only: it imports typer, which a replayed result never needs.
+    from resolver.cli.errors import exit_for  # noqa: PLC0415
+
+    return exit_for(err)
