@@ -29,7 +29,8 @@ from resolver.apply.debs import place_in_root, planned_paths
 from resolver.apply.download import Fetcher, mirrored
 from resolver.apply.snapshot import merge_tree
 from resolver.apply.unpack import unpack_archive
-from resolver.errors import ApplyError, ResolveError
+from resolver.errors import ApplyError, ResolveError, UnusableFile
+from resolver.host_files import MIB, read_regular
 from resolver.plan import STAGING, Action
 from resolver.recipes.redist import MAX_MANIFEST_BYTES, find_archive, parse_manifest
 
@@ -258,8 +259,8 @@ def pip_would_install(argv: Sequence[str]) -> list[str]:
         try:
             subprocess.run([*argv[:at], "--dry-run", "--quiet", "--report", str(report),
                             *argv[at:]], capture_output=True, check=False, timeout=600)
-            data = json.loads(report.read_text("utf-8"))
-        except (OSError, ValueError, subprocess.SubprocessError):
+            data = json.loads(read_regular(report, 64 * MIB, "a pip report"))
+        except (OSError, UnusableFile, ValueError, RecursionError, subprocess.SubprocessError):
             return []
     return [str(item["metadata"]["name"]) for item in data.get("install", [])
             if isinstance(item, dict) and "metadata" in item]

@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from resolver.errors import ApplyError
+from resolver.errors import ApplyError, UnusableFile
+from resolver.host_files import MIB, read_regular
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -181,7 +182,9 @@ def read_journal(path: Path) -> tuple[Record, ...]:
 
     """
     try:
-        text = path.read_bytes()
+        text = read_regular(path, 256 * MIB, "a journal")
+    except UnusableFile as err:
+        raise ApplyError(str(err)) from err
     except OSError as err:
         raise ApplyError(f"{path}: cannot read the journal: {err.strerror}") from err
     lines = text.split(b"\n")

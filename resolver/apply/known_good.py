@@ -33,7 +33,8 @@ from resolver.apply.snapshot import (
     take_snapshot,
     verify_record,
 )
-from resolver.errors import ApplyError
+from resolver.errors import ApplyError, UnusableFile
+from resolver.host_files import MIB, read_regular
 
 __all__ = ["KnownGood", "RestoreReport", "SiteListing", "list_site"]
 
@@ -67,7 +68,7 @@ def _version(dist_info: str) -> str:
 
 def _sha256_or_none(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return hashlib.sha256(read_regular(path, 16 * MIB, "a configuration file")).hexdigest()
     except FileNotFoundError:
         return None
 
@@ -96,10 +97,10 @@ class KnownGood:
 
     def _state(self) -> dict[str, object]:
         try:
-            state = json.loads((self.folder / _STATE).read_text("utf-8"))
+            state = json.loads(read_regular(self.folder / _STATE, 16 * MIB, "a known-good state"))
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as err:
+        except (OSError, UnusableFile, ValueError, RecursionError) as err:
             raise ApplyError(f"{self.folder / _STATE}: cannot read the known-good state: "
                              f"{err}") from None
         if not isinstance(state, dict):

@@ -15,7 +15,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Self
 
-from resolver.errors import ApplyError
+from resolver.errors import ApplyError, UnusableFile
+from resolver.host_files import KIB, read_regular
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -35,10 +36,10 @@ class StateLock:
 
     def _holder(self) -> str:
         try:
-            info = json.loads((self.folder / "apply.holder.json").read_text("utf-8"))
+            info = json.loads(read_regular(self.folder / "apply.holder.json", 64 * KIB))
             return (f"pid {int(info['pid'])} on {info['host']}, since "
                     f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info['since']))}")
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, UnusableFile, ValueError, KeyError, TypeError):
             return "a process that did not say who it is"
 
     def holder_if_held(self) -> str | None:

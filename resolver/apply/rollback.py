@@ -24,6 +24,8 @@ from resolver.apply.engine import outcome_data
 from resolver.apply.executor import PLANNED, apt_folder
 from resolver.apply.journal import Event
 from resolver.apply.known_good import RestoreReport, list_site
+from resolver.errors import UnusableFile
+from resolver.host_files import MIB, read_regular
 from resolver.plan import Action
 from resolver.recipes.schema import StepKind
 
@@ -82,8 +84,8 @@ def _take_back_unpacked(root: Path, data: dict[str, object], end: dict[str, obje
         argv = [_strings(a) for a in data.get("argv", []) or []]  # type: ignore[attr-defined]
         planned = apt_folder(downloads, argv) / PLANNED if downloads else None
         try:
-            listed = json.loads(planned.read_text("utf-8")) if planned else {}
-        except (OSError, ValueError):
+            listed = json.loads(read_regular(planned, 16 * MIB)) if planned else {}
+        except (OSError, UnusableFile, ValueError, RecursionError):
             listed = {}  # it never got to write a file
         paths = _strings(listed.get("files")) if isinstance(listed, dict) else []
         created = _strings(listed.get("created")) if isinstance(listed, dict) else []

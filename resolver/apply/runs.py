@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from resolver.apply.journal import Event, Journal, read_journal, state_of
 from resolver.apply.known_good import KnownGood
-from resolver.errors import ApplyError
+from resolver.errors import ApplyError, UnusableFile
+from resolver.host_files import read_regular
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -118,9 +119,12 @@ def latest_run(state_dir: Path) -> Run | None:
 
     """
     try:
-        name = (state_dir / "latest").read_text("utf-8").strip()
+        name = read_regular(state_dir / "latest", 4096, "a run pointer").decode(
+            "utf-8", "surrogateescape").strip()
     except FileNotFoundError:
         return None
+    except UnusableFile as err:
+        raise ApplyError(str(err)) from err
     except OSError as err:
         raise ApplyError(f"{state_dir / 'latest'}: cannot read: {err.strerror}") from err
     folder = state_dir / "runs" / name

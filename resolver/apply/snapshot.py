@@ -24,7 +24,8 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from resolver.errors import ApplyError
+from resolver.errors import ApplyError, UnusableFile
+from resolver.host_files import MIB, open_regular, read_regular
 
 __all__ = [
     "RecordEntry",
@@ -105,7 +106,7 @@ def parse_record(text: str, *, where: str) -> tuple[RecordEntry, ...]:
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -114,8 +115,8 @@ def _sha256(path: Path) -> str:
 def _record_of(site: Path, dist_info: str) -> tuple[RecordEntry, ...]:
     record = site / dist_info / "RECORD"
     try:
-        text = record.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+        text = read_regular(record, 64 * MIB, "a RECORD").decode("utf-8")
+    except (OSError, UnusableFile, UnicodeDecodeError) as err:
         raise ApplyError(f"{record}: cannot read: {err}") from err
     return parse_record(text, where=str(record))
 
@@ -182,9 +183,9 @@ def restore_snapshot(snapshot_folder: Path, site: Path, current: str | None) -> 
 
     """
     try:
-        kept = json.loads((snapshot_folder / "snapshot.json").read_text("utf-8"))
+        kept = json.loads(read_regular(snapshot_folder / "snapshot.json", 64 * MIB, "a snapshot"))
         files = [(str(f["path"]), str(f["sha256"]), int(f["mode"])) for f in kept["files"]]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, UnusableFile, ValueError, KeyError, TypeError, RecursionError) as err:
         raise ApplyError(f"{snapshot_folder}: not a snapshot: {err}") from None
     if current is not None:
         for entry in _record_of(site, current):

@@ -41,14 +41,14 @@ def read_recipe(path: Path) -> Recipe:
         InvalidRecipe: the file is unreadable, not TOML, or not a valid recipe.
 
     """
+    from resolver.errors import UnusableFile  # noqa: PLC0415
+    from resolver.host_files import read_regular  # noqa: PLC0415
+
     try:
-        if not path.is_file():
-            raise InvalidRecipe((RecipeError("not a regular file", file=str(path)),))
-        with path.open("rb") as handle:
-            raw = handle.read(_MAX_BYTES + 1)
-        if len(raw) > _MAX_BYTES:
-            raise InvalidRecipe((RecipeError(f"larger than {_MAX_BYTES} bytes", file=str(path)),))
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(read_regular(path, _MAX_BYTES, "a recipe").decode("utf-8"))
+    except UnusableFile as err:
+        raise InvalidRecipe((RecipeError(str(err).removeprefix(f"{path}: "), file=str(path)),)
+                            ) from err
     except OSError as err:
         raise InvalidRecipe((RecipeError(f"cannot read: {err.strerror}", file=str(path)),)
                             ) from err
