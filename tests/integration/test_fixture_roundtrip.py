@@ -188,12 +188,18 @@ def test_mutated_fixtures_give_a_fixture_or_one_line_invalid_fixture(
     original = (recorded[0] / "files.json").read_text()
     manifest = (recorded[0] / "manifest.toml").read_text()
 
+    # Besides random text, the shapes of issue 10: JSON escapes of a lone surrogate (one that
+    # names no file, one an undecodable byte), of NUL, a deep array, raw undecodable bytes.
+    hostile = st.sampled_from(["\\ud800", "\\udcff", "\\u0000", "[" * 5000, "\udcff\udcfe",
+                               '"\\u001b[31m"', "1e999999", "-" + "9" * 5000])
+
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(st.integers(0, len(original) - 1), st.text(max_size=8), st.integers(0, 8))
+    @given(st.integers(0, len(original) - 1), st.text(max_size=8) | hostile, st.integers(0, 8))
     def mutate(at: int, insert: str, cut: int) -> None:
         directory = tmp_path_factory.mktemp("fuzzed")
         (directory / "manifest.toml").write_text(manifest)
-        (directory / "files.json").write_text(original[:at] + insert + original[at + cut:])
+        (directory / "files.json").write_bytes(
+            (original[:at] + insert + original[at + cut:]).encode("utf-8", "surrogateescape"))
         try:
             fixture = parse_fixture_dir(directory)
         except InvalidFixture as err:
