@@ -150,13 +150,14 @@ def read_loader_config(rootfs: RootFS, platform: Platform
             emulated)
 
 
-def _family(soname: str) -> re.Pattern[str]:
-    """File names of any version of a soname's library, `libfoo.so.N[.M...]`.
+def _stem(name: str) -> str:
+    """What precedes `.so` in a library file name: `libfoo` of `libfoo.so.1.2`."""
+    return name.split(".so", 1)[0]
 
-    The unversioned `libfoo.so` is a development link, not a version of its own.
-    """
-    stem = soname.split(".so", 1)[0]
-    return re.compile(re.escape(stem) + r"\.so(\.\d+)+")
+
+# The rest of a file name of some version of a library, `.so.N[.M...]`. The unversioned
+# `libfoo.so` is a development link, not a version of its own.
+_VERSIONED = re.compile(r"\.so(\.\d+)+")
 
 
 class _Elsewhere:
@@ -166,6 +167,7 @@ class _Elsewhere:
         self.rootfs = rootfs
         self.tops = (*extra, *_ELSEWHERE_DIRS)
         self._index: dict[str, list[str]] | None = None
+        self._by_stem: dict[str, list[str]] = {}  # _stem -> the versioned names, sorted
 
     def _scan(self) -> dict[str, list[str]]:
         index: dict[str, list[str]] = {}
@@ -193,8 +195,11 @@ class _Elsewhere:
         """Files of `soname` first, then of other versions of its library, that resolve."""
         if self._index is None:
             self._index = self._scan()
-        family = _family(soname)
-        names = [soname, *sorted(n for n in self._index if n != soname and family.fullmatch(n))]
+            for name in sorted(self._index):
+                stem = _stem(name)
+                if _VERSIONED.fullmatch(name, len(stem)):
+                    self._by_stem.setdefault(stem, []).append(name)
+        names = [soname, *(n for n in self._by_stem.get(_stem(soname), ()) if n != soname)]
         return tuple(
             FileElsewhere(path=path, name=name, same_soname=name == soname)
             for name in names

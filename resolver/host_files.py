@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = [
-    "KIB", "MIB", "cache_home", "describe_mode", "not_regular", "open_regular", "read_regular",
-    "write_atomic",
+    "KIB", "MIB", "cache_home", "describe_mode", "not_regular", "open_regular", "process_folder",
+    "read_regular", "write_atomic",
 ]
 
 KIB = 1 << 10
@@ -35,18 +35,42 @@ MIB = 1 << 20
 
 
 def cache_home() -> Path:
-    """`$XDG_CACHE_HOME/jetson-resolve`, or `~/.cache/jetson-resolve`.
+    """`$XDG_CACHE_HOME/jetson-resolve`, `$HOME/.cache/jetson-resolve`, or a process's own.
 
-    A relative `XDG_CACHE_HOME` is ignored, as the XDG Base Directory Specification says.
-    Whether the folder can be used is for the caller to find out: a cache that cannot be
-    read or written is no cache, never an error.
+    With neither set, a folder of this process's own (`process_folder`): with no HOME the
+    user named no cache, so the passwd home (where expanduser would go) is not written, and
+    the run works as without a cache. A relative `XDG_CACHE_HOME` is ignored, as the XDG Base
+    Directory Specification says. Whether the folder can be used is for the caller to find
+    out: a cache that cannot be read or written is no cache, never an error.
     """
     from pathlib import Path  # noqa: PLC0415
 
     base = os.environ.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".cache")
+        home = os.environ.get("HOME", "")
+        if not os.path.isabs(home):
+            return process_folder() / "cache"
+        base = os.path.join(home, ".cache")
     return Path(base) / "jetson-resolve"
+
+
+_process_folder: list[Path] = []
+
+
+def process_folder() -> Path:
+    """A temporary folder of this process's own, created on first use and removed at exit.
+
+    Where a cache goes when there is none to use: the run works, and nothing outlives it.
+    """
+    if not _process_folder:
+        import atexit  # noqa: PLC0415
+        import shutil  # noqa: PLC0415
+        from pathlib import Path  # noqa: PLC0415
+
+        folder = Path(tempfile.mkdtemp(prefix="jetson-resolve-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _process_folder.append(folder)
+    return _process_folder[0]
 
 
 def describe_mode(mode: int) -> str:
@@ -137,8 +161,13 @@ def write_atomic(path: Path, data: bytes, *, check: Callable[[Path], object] | N
         raise UnusableFile(f"{path}: {describe_mode(existing)}, not a file to write")
     fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        except OSError as err:  # EFBIG, ENOSPC, EDQUOT: said of the file asked for
+            if err.filename is None:
+                raise OSError(err.errno, err.strerror, str(path)) from err
+            raise
         os.chmod(scratch, mode & ~_umask())
         if check is not None:
             from pathlib import Path as _Path  # noqa: PLC0415

@@ -6,6 +6,7 @@ here; exceptions become exit codes in `resolver.cli.errors`.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +136,10 @@ def main(argv: list[str] | None = None) -> None:
         code = _exit_for(err)
     except KeyboardInterrupt as err:
         code = _exit_for(err)
+    # Once more: a write that failed inside the command (a replay) left its bytes buffered,
+    # and the interpreter's flush at exit would fail on them again, after our one line.
+    with contextlib.suppress(OSError):
+        _flush_stdout()
     raise SystemExit(code)
 
 

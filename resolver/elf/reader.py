@@ -82,7 +82,6 @@ ELF_MAGIC = b"\x7fELF"
 _FATBIN_NAME = b".nv_fatbin\0"
 
 # Bounds that keep a corrupt file from making us loop or allocate without end.
-_MAX_DYN_ENTRIES = 1 << 16
 _MAX_VERSION_RECORDS = 1 << 16
 _MAX_STRING = 1 << 16
 # More dynamic symbols than any real library has (libtorch_cpu.so: 50,220); a count past it is
@@ -249,8 +248,10 @@ def _read_dynamic(
     wide = layout.elf_class is ElfClass.ELF64
     order = "<" if layout.endian is Endian.LITTLE else ">"
     entry = struct.Struct(order + ("qQ" if wide else "iI"))
-    count = min(size // entry.size, _MAX_DYN_ENTRIES)
-    data = source.read(offset, count * entry.size, "dynamic section")
+    # All of it, as glibc's loader maps it (elf/get-dynamic-info.h reads to DT_NULL): a bound
+    # here would drop the DT_STRTAB of a library with many DT_NEEDED; `read` stops at the
+    # file's end, so memory stays within the file's size.
+    data = source.read(offset, size // entry.size * entry.size, "dynamic section")
     tags = []
     for tag, value in entry.iter_unpack(data):
         if tag == DT_NULL:

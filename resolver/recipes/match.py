@@ -16,7 +16,9 @@ Pure: no I/O; `resolver.recipes.database` loads the recipes.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -138,9 +140,19 @@ class Fix:
         return self.recipes[0] if self.recipes else None
 
 
+@functools.lru_cache(maxsize=1024)
+def _soname_patterns(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One regular expression matching what any of a recipe's soname globs matches."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or "(?!)")
+
+
 def _provides(recipe: Recipe, soname: str) -> bool:
-    return any(fnmatch.fnmatchcase(soname, pattern) or fnmatch.fnmatchcase(pattern, soname)
-               for pattern in recipe.provides.sonames)
+    """`soname` (itself a glob when an LD_PRELOAD pattern) meets one of the recipe's globs."""
+    if _soname_patterns(recipe.provides.sonames).match(soname):
+        return True
+    # A plain name matches a glob only as above; a glob is tried against each pattern.
+    return any(c in soname for c in "*?[") and any(
+        fnmatch.fnmatchcase(pattern, soname) for pattern in recipe.provides.sonames)
 
 
 def _replaces_torch(recipe: Recipe) -> bool:

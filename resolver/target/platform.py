@@ -345,8 +345,9 @@ def read_platform(
         system_dirs, lib_token = ("/lib64", "/usr/lib64"), "lib64"
     else:
         system_dirs, lib_token = ("/lib", "/usr/lib"), "lib"
-    os_release = parse_os_release(rootfs.read_text("/etc/os-release") or "")
-    tegra = rootfs.read_text("/etc/nv_tegra_release")
+    # Only their first MiB: both are a few lines, and nothing of the loader's depends on them.
+    os_release = parse_os_release(rootfs.read_text("/etc/os-release", prefix=True) or "")
+    tegra = rootfs.read_text("/etc/nv_tegra_release", prefix=True)
     l4t = parse_version(parse_nv_tegra_release(tegra) if tegra else None)
     facts = _release_facts(l4t) if l4t else _ReleaseFacts(release=None, gpus=(), driver=None,
                                                           cuda=None)

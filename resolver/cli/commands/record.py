@@ -159,7 +159,11 @@ def _write_fixture(out: Path, manifest: str, files: str) -> None:
     try:
         for name, content in data.items():
             (scratch / name).write_bytes(content)
-        parse_fixture_dir(scratch)
+        try:
+            parse_fixture_dir(scratch)
+        except InvalidFixture as err:  # named as the fixture it would have been, in --out
+            raise InvalidFixture(f"{out}: the fixture recorded would not read back, nothing "
+                                 f"written: {str(err).replace(str(scratch), str(out))}") from None
         for name in data:
             os.replace(scratch / name, out / name)
     finally:
