@@ -576,3 +576,49 @@ def test_random_facts_round_trip_through_readelf_and_the_reader(given: ElfFacts)
         path = Path(scratch) / "lib.so"
         path.write_bytes(data)
         assert_readelf_matches(path, given)
+
+
+# The name shapes of issue 10: bytes that are not UTF-8 (held as surrogateescape's \udc80-
+# \udcff), terminal escapes and line breaks, names past NAME_MAX (255) and up to 4,000 bytes.
+HOSTILE_NAME = st.text(st.sampled_from([*"abc.-_", *map(chr, range(0xDC80, 0xDD00, 7)),
+                                        "\x1b", "\n", "\x07", "\x7f", "é"]),
+                       min_size=1, max_size=40) | st.builds(
+    lambda n: "lib" + "x" * n + ".so.1", st.integers(250, 3994))
+
+
+@pytest.mark.fuzz
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(needed=st.lists(HOSTILE_NAME, max_size=6), soname=st.none() | HOSTILE_NAME,
+       rpath=st.none() | HOSTILE_NAME)
+def test_hostile_names_round_trip_through_the_reader(needed: list[str], soname: str | None,
+                                                     rpath: str | None) -> None:
+    """Names from a file are data: whatever bytes a DT_NEEDED, DT_SONAME or DT_RPATH holds
+    (no NUL) come back byte for byte, never a UnicodeError."""
+    given = ElfFacts(elf_class=ElfClass.ELF64, endian=Endian.LITTLE, machine=62, osabi=0,
+                     elf_type=3, soname=soname, needed=tuple(needed), rpath=rpath)
+    data = synthesize_elf(given)
+
+    def as_read(name: str) -> str:  # escaped bytes that happen to be UTF-8 read back as text
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+
+    expected = dataclasses.replace(
+        given, needed=tuple(dict.fromkeys(map(as_read, needed))),
+        soname=soname and as_read(soname), rpath=rpath and as_read(rpath))
+    assert read_elf_facts(io.BytesIO(data), origin="fuzz", size=len(data)) == expected
+
+
+@needs_readelf
+def test_a_dynamic_section_of_70000_needed_is_read_whole(tmp_path: Path) -> None:
+    """65,536 DT_NEEDED once hid the DT_STRTAB after them behind a bound (issue 10): the
+    reader takes the dynamic section whole, as glibc does, and agrees with readelf."""
+    names = tuple(f"libn{i:05d}.so.1" for i in range(70_000))
+    given = ElfFacts(elf_class=ElfClass.ELF64, endian=Endian.LITTLE, machine=62, osabi=0,
+                     elf_type=3, soname="libmany.so", needed=names)
+    path = tmp_path / "libmany.so"
+    path.write_bytes(synthesize_elf(given))
+    facts = read_elf_facts(io.BytesIO(path.read_bytes()), origin="libmany.so")
+    assert facts.needed == names and facts.soname == "libmany.so"
+    dynamic = subprocess.run([READELF, "-dW", str(path)], capture_output=True, text=True,
+                             check=True).stdout
+    assert dynamic.count("(NEEDED)") == len(names)
+    assert "Library soname: [libmany.so]" in dynamic
