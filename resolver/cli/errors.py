@@ -18,6 +18,7 @@ from resolver.errors import ResolveError
 
 __all__ = ["ExitCode", "exit_for", "fail", "parse_gpu_arch"]
 
+
 class ExitCode(enum.IntEnum):
     """What a command's exit status means."""
 
