@@ -411,8 +411,6 @@ class _Parser:
         end = self.data.find(b"\x00", at, at + _PATH_MAX + 1)
         if end < 0 and at + _PATH_MAX >= len(self.data):
             raise self.fail(f"{what} at offset {at} runs off the end without a NUL")
-        if end < 0 and at + _PATH_MAX >= len(self.data):
-            raise self.fail(f"{what} at offset {at} runs off the end without a NUL")
         if end < 0:
             raise self.fail(f"{what} at offset {at} has no NUL within {_PATH_MAX} bytes")
         text = self._strings[at] = self.data[at:end].decode("utf-8", "surrogateescape")
