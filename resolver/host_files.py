@@ -14,6 +14,7 @@ Three rules hold for every one of them:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -101,27 +102,37 @@ def not_regular(path: str | os.PathLike[str]) -> str | None:
     return None if stat.S_ISREG(mode) else f"{describe_mode(mode)}, not a regular file"
 
 
-def open_regular(path: str | os.PathLike[str], what: str = "file") -> BinaryIO:
+def open_regular(path: str | os.PathLike[str], what: str | None = None, *,
+                 follow: bool = True) -> BinaryIO:
     """`path` opened for binary reading after checking, on the open file, that it is regular.
 
-    Symlinks are followed (the caller named the path); the check is made on the descriptor, so
-    what was checked is what is read.
+    Symlinks are followed (the caller named the path) unless `follow` is False (the tool's
+    own state, where a symlink was planted by someone else); the check is made on the
+    descriptor, so what was checked is what is read.
 
     Raises:
-        UnusableFile: it is a FIFO, a device, a directory or a socket.
+        UnusableFile: it is a FIFO, a device, a directory or a socket (or, with `follow`
+            False, a symlink).
         OSError: it cannot be opened (missing, permissions, a symlink loop).
 
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    must = f"; {what} must be a regular file" if what else ", not a regular file"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+                     | (0 if follow else os.O_NOFOLLOW))
+    except OSError as err:
+        if not follow and err.errno == errno.ELOOP and os.path.islink(path):
+            raise UnusableFile(f"{os.fspath(path)}: a symlink{must}") from None
+        raise
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise UnusableFile(f"{os.fspath(path)}: {describe_mode(mode)}, not a regular {what}")
+        raise UnusableFile(f"{os.fspath(path)}: {describe_mode(mode)}{must}")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
 
-def read_regular(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:
+def read_regular(path: str | os.PathLike[str], limit: int, what: str = "a file") -> bytes:
     """The bytes of regular file `path`, refused when it holds more than `limit` bytes.
 
     `what` names the kind of file in the message ("a fixture's files.json").
@@ -131,7 +142,7 @@ def read_regular(path: str | os.PathLike[str], limit: int, what: str = "file") -
         OSError: it cannot be opened or read.
 
     """
-    with open_regular(path, what) as handle:
+    with open_regular(path, what if what != "a file" else None) as handle:
         if os.fstat(handle.fileno()).st_size > limit:
             raise UnusableFile(f"{os.fspath(path)}: more than {_size_text(limit)}, too big for "
                                f"{what}")
@@ -142,11 +153,13 @@ def read_regular(path: str | os.PathLike[str], limit: int, what: str = "file") -
 
 
 def write_atomic(path: Path, data: bytes, *, check: Callable[[Path], object] | None = None,
-                 mode: int = 0o644) -> None:
+                 mode: int = 0o644, durable: bool = False) -> None:
     """Write `data` to `path`: to a temporary file beside it, checked, then renamed over it.
 
     `check(temporary_path)` is the reader of the file: whatever it raises stops the write and
-    leaves `path` as it was. A symlink at `path` is replaced, never written through.
+    leaves `path` as it was. A symlink at `path` is replaced, never written through. `durable`
+    (apply's state) syncs the file before the rename and the folder after it, so a power cut
+    leaves the old file or the new one.
 
     Raises:
         UnusableFile: something other than a file or a symlink is at `path` (a FIFO, a folder).
@@ -164,6 +177,9 @@ def write_atomic(path: Path, data: bytes, *, check: Callable[[Path], object] | N
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
         except OSError as err:  # EFBIG, ENOSPC, EDQUOT: said of the file asked for
             if err.filename is None:
                 raise OSError(err.errno, err.strerror, str(path)) from err
@@ -174,6 +190,12 @@ def write_atomic(path: Path, data: bytes, *, check: Callable[[Path], object] | N
 
             check(_Path(scratch))
         os.replace(scratch, path)
+        if durable:
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(scratch)

@@ -618,6 +618,7 @@ def test_a_dynamic_section_of_70000_needed_is_read_whole(tmp_path: Path) -> None
     path.write_bytes(synthesize_elf(given))
     facts = read_elf_facts(io.BytesIO(path.read_bytes()), origin="libmany.so")
     assert facts.needed == names and facts.soname == "libmany.so"
+    assert READELF is not None
     dynamic = subprocess.run([READELF, "-dW", str(path)], capture_output=True, text=True,
                              check=True).stdout
     assert dynamic.count("(NEEDED)") == len(names)

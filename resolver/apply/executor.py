@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from resolver.apply.confine import confined
 from resolver.apply.debs import place_in_root, planned_paths
 from resolver.apply.download import Fetcher, mirrored
 from resolver.apply.snapshot import merge_tree
 from resolver.apply.unpack import unpack_archive
 from resolver.errors import ApplyError, ResolveError, UnusableFile
-from resolver.host_files import MIB, read_regular
+from resolver.host_files import MIB, read_regular, write_atomic
 from resolver.plan import STAGING, Action
 from resolver.recipes.redist import MAX_MANIFEST_BYTES, find_archive, parse_manifest
 
@@ -129,8 +130,9 @@ class SubprocessExecutor:
                               for place, _, _ in planned
                               for d in (self.root / place.lstrip("/")).parents
                               if self.root in d.parents and not os.path.lexists(d)})
-            (folder / PLANNED).write_text(json.dumps(
-                {"files": [p for p, _, _ in planned], "created": folders}), "utf-8")
+            write_atomic(folder / PLANNED, json.dumps(
+                {"files": [p for p, _, _ in planned], "created": folders}).encode("utf-8"),
+                durable=True)
             written, created = place_in_root(self.root, planned)
         except ApplyError as err:
             return StepOutcome(ok=False, ran=tuple(ran), output=str(err).splitlines()[0],
@@ -153,29 +155,27 @@ class SubprocessExecutor:
                 folder = self.downloads or Path(scratch)
                 folder.mkdir(parents=True, exist_ok=True)
                 saved = self.fetcher.download(archive, folder)
-                written = unpack_archive(saved, self.root / step.prefix.lstrip("/"))
+                written = unpack_archive(
+                    saved, confined(self.root, step.prefix, f"{action.recipe}: redist prefix"))
         except ResolveError as err:
             return StepOutcome(ok=False, ran=ran, output=str(err).splitlines()[0],
                                seconds=time.monotonic() - started)
         return StepOutcome(ok=True, ran=ran, wrote=tuple(written), returncode=0,
                            seconds=time.monotonic() - started)
 
-    def _write(self, path: str, text: str) -> None:
-        target = self.root / path.lstrip("/")
+    def _write(self, action: Action, path: str) -> None:
+        """Write the file naming the action's folder (an ld.so.conf.d file), one line."""
+        target = confined(self.root, path, f"{action.recipe}: a file to write")
+        directory = action.directory or ""
+        confined(self.root, directory, f"{action.recipe}: the folder to activate")  # one line
         if target.is_symlink():
             raise ApplyError(f"{target}: refusing to write through a symlink")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, scratch = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(scratch, 0o644)
-            os.replace(scratch, target)
-        except OSError as err:
-            os.unlink(scratch)
-            raise ApplyError(f"{target}: cannot write: {err.strerror}") from err
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, f"{directory}\n".encode(), durable=True)
+        except (OSError, UnusableFile) as err:
+            raise ApplyError(f"{target}: cannot write: {getattr(err, 'strerror', None) or err}"
+                             ) from err
 
     def run(self, action: Action) -> StepOutcome:
         """Write the action's files, then run its commands in order."""
@@ -190,7 +190,7 @@ class SubprocessExecutor:
         if action.unpack_into is not None:
             return self._apt_into_root(action, started)
         for path in action.writes:
-            self._write(path, f"{action.directory}\n")
+            self._write(action, path)
         if action.merge_into is not None:  # a staging folder a crash left: start clean
             shutil.rmtree(Path(action.merge_into) / STAGING, ignore_errors=True)
         failed = self._commands(action.argv, started, wrote=action.writes,

@@ -15,12 +15,13 @@ from __future__ import annotations
 import enum
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from resolver.errors import ApplyError, UnusableFile
-from resolver.host_files import MIB, read_regular
+from resolver.host_files import MIB, describe_mode, open_regular
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 _MAX_LINE = 1 << 20  # a record is small; a longer line is damage
+_MAX_JOURNAL = 256 * MIB
 
 
 class Event(enum.Enum):
@@ -93,8 +95,14 @@ class Journal:
         created = not self.path.exists()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            # Never through a symlink, never into a FIFO or a device.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
             try:
+                mode = os.fstat(fd).st_mode
+                if not stat.S_ISREG(mode):
+                    raise ApplyError(f"{self.path}: {describe_mode(mode)}; a journal must be a "
+                                     "regular file")
                 os.write(fd, line.encode())
                 os.fsync(fd)
             finally:
@@ -147,10 +155,19 @@ def _cut_torn_tail(path: Path) -> None:
 
     """
     try:
-        with path.open("rb+") as handle:
-            data = handle.read()
-            end = data.rfind(b"\n") + 1
-            if end != len(data):
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb+") as handle:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise ApplyError(f"{path}: {describe_mode(mode)}; a journal must be a regular "
+                                 "file")
+            size = handle.seek(0, os.SEEK_END)
+            start = max(0, size - _MAX_LINE - 1)  # a torn line is shorter than a whole one
+            handle.seek(start)
+            tail = handle.read()
+            newline = tail.rfind(b"\n")
+            end = start + newline + 1 if newline >= 0 else (0 if start == 0 else size)
+            if end != size:
                 handle.truncate(end)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -182,27 +199,31 @@ def read_journal(path: Path) -> tuple[Record, ...]:
 
     """
     try:
-        text = read_regular(path, 256 * MIB, "a journal")
+        handle = open_regular(path, "a journal", follow=False)
     except UnusableFile as err:
         raise ApplyError(str(err)) from err
     except OSError as err:
         raise ApplyError(f"{path}: cannot read the journal: {err.strerror}") from err
-    lines = text.split(b"\n")
-    torn = lines.pop()  # after the last newline: empty, or a line the crash cut short
-    del torn
     records: list[Record] = []
-    for number, line in enumerate(lines, 1):
-        where = f"{path}:{number}"
-        if len(line) > _MAX_LINE:
-            raise ApplyError(f"{where}: a journal line longer than {_MAX_LINE} bytes")
-        try:
-            raw = json.loads(line)
-        except ValueError:
-            raise ApplyError(f"{where}: damaged journal line") from None
-        record = _record(raw, where)
-        if record.seq != len(records):
-            raise ApplyError(f"{where}: record {record.seq} where {len(records)} was expected")
-        records.append(record)
+    with handle:
+        if os.fstat(handle.fileno()).st_size > _MAX_JOURNAL:
+            raise ApplyError(f"{path}: a journal bigger than {_MAX_JOURNAL // MIB} MiB")
+        # Line by line: memory stays within one line however many lines there are.
+        for number, line in enumerate(iter(lambda: handle.readline(_MAX_LINE + 1), b""), 1):
+            where = f"{path}:{number}"
+            if len(line) > _MAX_LINE:
+                raise ApplyError(f"{where}: a journal line longer than {_MAX_LINE} bytes")
+            if not line.endswith(b"\n"):
+                break  # the last line, torn by a crash: dropped
+            try:
+                raw = json.loads(line)
+            except (ValueError, RecursionError):
+                raise ApplyError(f"{where}: damaged journal line") from None
+            record = _record(raw, where)
+            if record.seq != len(records):
+                raise ApplyError(f"{where}: record {record.seq} where {len(records)} was "
+                                 "expected")
+            records.append(record)
     return tuple(records)
 
 

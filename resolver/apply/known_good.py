@@ -26,6 +26,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from resolver.apply.confine import confined_name
 from resolver.apply.snapshot import (
     find_dist_info,
     parse_record,
@@ -34,7 +35,7 @@ from resolver.apply.snapshot import (
     verify_record,
 )
 from resolver.errors import ApplyError, UnusableFile
-from resolver.host_files import MIB, read_regular
+from resolver.host_files import MIB, read_regular, write_atomic
 
 __all__ = ["KnownGood", "RestoreReport", "SiteListing", "list_site"]
 
@@ -100,21 +101,20 @@ class KnownGood:
             state = json.loads(read_regular(self.folder / _STATE, 16 * MIB, "a known-good state"))
         except FileNotFoundError:
             return {}
-        except (OSError, UnusableFile, ValueError, RecursionError) as err:
+        except UnusableFile as err:
+            raise ApplyError(str(err)) from None
+        except (OSError, ValueError, RecursionError) as err:
+            why = err.strerror if isinstance(err, OSError) else err
             raise ApplyError(f"{self.folder / _STATE}: cannot read the known-good state: "
-                             f"{err}") from None
+                             f"{why}") from None
         if not isinstance(state, dict):
             raise ApplyError(f"{self.folder / _STATE}: not a known-good state")
         return state
 
     def _save(self, state: dict[str, object]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        scratch = self.folder / f".{_STATE}.tmp"
-        with scratch.open("w", encoding="utf-8") as handle:
-            json.dump(state, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        scratch.replace(self.folder / _STATE)
+        write_atomic(self.folder / _STATE,
+                     json.dumps(state, indent=1, sort_keys=True).encode("utf-8"), durable=True)
 
     @property
     def taken(self) -> bool:
@@ -207,7 +207,7 @@ class KnownGood:
             if before.get("copy") is None:
                 path.unlink()
             else:
-                shutil.copy2(self.folder / "files" / str(before["copy"]), path)
+                _copy_over(self.folder / "files" / str(before["copy"]), path)
             report.removed.append(str(path))
 
     def put_back(self, paths: list[Path]) -> None:
@@ -224,9 +224,7 @@ class KnownGood:
             if before.get("copy") is None:
                 path.unlink(missing_ok=True)
             elif _sha256_or_none(path) != before.get("sha256"):
-                scratch = path.with_name(f".{path.name}.jetson-resolve")
-                shutil.copy2(self.folder / "files" / str(before["copy"]), scratch)
-                scratch.replace(path)
+                _copy_over(self.folder / "files" / str(before["copy"]), path)
 
     def restore_site(self, site: Path, added: set[str], since: float) -> RestoreReport:
         """Put the site back as `begin` found it.
@@ -241,20 +239,17 @@ class KnownGood:
         state = self._state()
         report = RestoreReport()
         before = state.get("dists")
-        before = {str(k): str(v) for k, v in before.items()} if isinstance(before, dict) else {}
-        now = list_site(site)
-        for name, dist_info in sorted(now.dists.items()):
-            if name not in before:
-                self._remove_dist(site, dist_info, report)
-        for entry in sorted(added):
-            path = site / entry
-            if entry in state.get("entries", []) or not os.path.lexists(path):  # type: ignore[operator]
-                continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-            report.removed.append(entry)
+        if isinstance(before, dict):
+            now = list_site(site)
+            for name, dist_info in sorted(now.dists.items()):
+                if name not in before:
+                    self._remove_dist(site, dist_info, report)
+        elif added:
+            # No record of the site (a crash before `begin` finished): which distributions the
+            # run installed cannot be told, so none is removed; never "all of them".
+            report.problems.append(f"{self.folder / _STATE}: no known-good state was recorded; "
+                                   "the site's distributions are left as they are")
+        self._remove_added(site, added, state, report)
         kept = [str(k) for k in self._list("kept")]
         for dist_info in kept:
             name = canonicalize_name(dist_info.removesuffix(".dist-info").rsplit("-", 1)[0])
@@ -270,6 +265,25 @@ class KnownGood:
                 report.problems.append(f"{dist_info}: {len(bad)} file(s) differ from its RECORD "
                                        f"after the restore ({', '.join(bad[:3])})")
         return report
+
+    def _remove_added(self, site: Path, added: set[str], state: dict[str, object],
+                      report: RestoreReport) -> None:
+        """Remove the top-level entries of the site the run added (none it found there)."""
+        found = state.get("entries", [])
+        found = found if isinstance(found, list) else []
+        for entry in sorted(added):
+            try:
+                path = confined_name(site, entry, f"{self.folder}: an entry the run added")
+            except ApplyError as err:
+                report.problems.append(f"{err}; not removed")
+                continue
+            if entry in found or not os.path.lexists(path):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            report.removed.append(entry)
 
     def _remove_dist(self, site: Path, dist_info: str, report: RestoreReport) -> None:
         """Remove a distribution the run installed: files still as its RECORD says."""
@@ -339,6 +353,17 @@ def _prune_folder(site: Path, top: str, claimed: set[str], since: float, *, exac
         if not os.listdir(folder) and (removed or exact or os.lstat(folder).st_ctime >= since):
             os.rmdir(folder)
     return pruned
+
+
+def _copy_over(source: Path, path: Path) -> None:
+    """Copy `source` to `path` through a scratch file renamed over it.
+
+    A symlink at `path` is replaced, never written through.
+    """
+    scratch = path.with_name(f".{path.name}.jetson-resolve")
+    scratch.unlink(missing_ok=True)
+    shutil.copy2(source, scratch, follow_symlinks=False)
+    scratch.replace(path)
 
 
 def _remove_empty_parents(folder: Path, stop: Path) -> None:

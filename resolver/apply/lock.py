@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Self
 
 from resolver.errors import ApplyError, UnusableFile
-from resolver.host_files import KIB, read_regular
+from resolver.host_files import KIB, read_regular, write_atomic
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -61,6 +61,8 @@ class StateLock:
     def __enter__(self) -> Self:
         import filelock  # noqa: PLC0415 - only apply takes the lock
 
+        if os.path.exists(self.folder) and not os.path.isdir(self.folder):
+            raise ApplyError(f"{self.folder}: not a folder, where the state folder should be")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             lock = filelock.FileLock(self.folder / "apply.lock", timeout=0)
@@ -73,8 +75,9 @@ class StateLock:
                              ) from err
         self._lock = lock
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        with contextlib.suppress(OSError):  # the name is for messages; the lock itself is held
-            (self.folder / "apply.holder.json").write_text(json.dumps(holder), "utf-8")
+        # The holder's name is for messages only; the lock itself is held.
+        with contextlib.suppress(OSError, UnusableFile):
+            write_atomic(self.folder / "apply.holder.json", json.dumps(holder).encode("utf-8"))
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,

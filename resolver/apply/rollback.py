@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from resolver.apply.confine import confined
 from resolver.apply.engine import outcome_data
 from resolver.apply.executor import PLANNED, apt_folder
 from resolver.apply.journal import Event
 from resolver.apply.known_good import RestoreReport, list_site
-from resolver.errors import UnusableFile
+from resolver.errors import ApplyError, UnusableFile
 from resolver.host_files import MIB, read_regular
 from resolver.plan import Action
 from resolver.recipes.schema import StepKind
@@ -54,22 +55,39 @@ def _strings(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
+def _inside(root: Path, paths: list[str], run: Run, report: RestoreReport) -> list[Path]:
+    """The journal's `paths` under `root`; one that leads outside is a problem, never acted on.
+
+    The journal is our own file, but it lies in the user's state folder: a damaged one must
+    not make a rollback remove or write anything outside the root (`resolver.apply.confine`).
+    """
+    kept = []
+    for path in paths:
+        try:
+            kept.append(confined(root, path, f"{run.folder}/journal.jsonl"))
+        except ApplyError as err:
+            report.problems.append(f"{err}; not taken back")
+    return kept
+
+
 def _take_back_files(run: Run, root: Path, data: dict[str, object],
                      report: RestoreReport) -> None:
     """Put back the files a step wrote, and remove the folder it created whole."""
-    written = {str(root / w.lstrip("/")): str(data.get("text", ""))
-               for w in _strings(data.get("writes"))}
+    written = {str(path): str(data.get("text", ""))
+               for path in _inside(root, _strings(data.get("writes")), run, report)}
     run.known_good.restore_files(written, report)
     created = data.get("created")
     if isinstance(created, str):
-        folder = root / created.lstrip("/")
-        if folder.is_dir() and not folder.is_symlink():
+        for folder in _inside(root, [created], run, report):
+            if not folder.is_dir() or folder.is_symlink():
+                continue
             shutil.rmtree(folder)  # a redist prefix and the folders made for it, whole
             report.removed.append(str(folder))
 
 
-def _take_back_unpacked(root: Path, data: dict[str, object], end: dict[str, object] | None,
-                        executor: Executor, report: RestoreReport) -> None:
+def _take_back_unpacked(run: Run, root: Path, data: dict[str, object], *,  # noqa: PLR0913
+                        end: dict[str, object] | None, executor: Executor,
+                        report: RestoreReport) -> None:
     """Remove the files an apt-into-root step placed, and the folders it made for them.
 
     A step that ended says what it wrote; one a crash cut short is taken back from the list
@@ -89,14 +107,13 @@ def _take_back_unpacked(root: Path, data: dict[str, object], end: dict[str, obje
             listed = {}  # it never got to write a file
         paths = _strings(listed.get("files")) if isinstance(listed, dict) else []
         created = _strings(listed.get("created")) if isinstance(listed, dict) else []
-    for path in paths:
-        target = root / str(path).lstrip("/")
+    for target in _inside(root, paths, run, report):
         if os.path.lexists(target) and not target.is_dir():
             target.unlink()
-            report.removed.append(str(path))
-    for folder in reversed(created):
+            report.removed.append("/" + target.relative_to(root).as_posix())
+    for folder in reversed(_inside(root, created, run, report)):
         with contextlib.suppress(OSError):
-            (root / folder.lstrip("/")).rmdir()
+            folder.rmdir()
 
 
 def _run_undo(executor: Executor, data: dict[str, object]) -> StepOutcome | None:
@@ -140,14 +157,15 @@ def roll_back(run: Run, executor: Executor, *, outcome: str | None = "rolled-bac
         data = started[step]
         journal.append(Event.UNDO_STARTED, step=step, data={"undo": data.get("undo", [])})
         _take_back_files(run, root, data, report)
-        _take_back_unpacked(root, data, ended.get(step), executor, report)
+        _take_back_unpacked(run, root, data, end=ended.get(step), executor=executor,
+                            report=report)
         if step in ended:
             added.update(_strings(ended[step].get("added")))
         else:  # in doubt: whatever appeared in the site since it started is its doing
             added.update(set(list_site(site).entries) - set(_strings(data.get("entries"))))
         failed = _run_undo(executor, data)
         # The caches its commands (and its undo's) rewrote go back as they were kept.
-        run.known_good.put_back([root / p.lstrip("/") for p in _strings(data.get("touches"))])
+        run.known_good.put_back(_inside(root, _strings(data.get("touches")), run, report))
         if failed is not None:
             journal.append(Event.UNDO_FAILED, step=step, data=outcome_data(failed))
             not_undone.append(step)

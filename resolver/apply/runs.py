@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING
 from resolver.apply.journal import Event, Journal, read_journal, state_of
 from resolver.apply.known_good import KnownGood
 from resolver.errors import ApplyError, UnusableFile
-from resolver.host_files import read_regular
+from resolver.host_files import read_regular, write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from resolver.apply.journal import Record, RunState
 
-__all__ = ["Run", "StepSummary", "default_state_dir", "latest_run", "new_run", "steps_of"]
+__all__ = ["Run", "StepSummary", "default_state_dir", "is_run_name", "latest_run", "new_run",
+           "steps_of"]
 
 
 def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -103,12 +104,17 @@ def new_run(state_dir: Path) -> Run:
     folder = state_dir / "runs" / name
     try:
         folder.mkdir(parents=True)
-        scratch = state_dir / ".latest.tmp"
-        scratch.write_text(name + "\n", "utf-8")
-        scratch.replace(state_dir / "latest")
+        write_atomic(state_dir / "latest", (name + "\n").encode("utf-8"), durable=True)
+    except UnusableFile as err:
+        raise ApplyError(str(err)) from None
     except OSError as err:
         raise ApplyError(f"{state_dir}: cannot start a run: {err.strerror}") from err
     return Run(folder)
+
+
+def is_run_name(name: str) -> bool:
+    """A name that can only be a folder inside `runs/`: not empty, `.`, `..`, nor a path."""
+    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
 
 
 def latest_run(state_dir: Path) -> Run | None:
@@ -128,7 +134,7 @@ def latest_run(state_dir: Path) -> Run | None:
     except OSError as err:
         raise ApplyError(f"{state_dir / 'latest'}: cannot read: {err.strerror}") from err
     folder = state_dir / "runs" / name
-    if "/" in name or not name or not folder.is_dir():
+    if not is_run_name(name) or not folder.is_dir():
         raise ApplyError(f"{state_dir / 'latest'}: names {name!r}, which is not a run folder")
     return Run(folder)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from resolver.errors import ApplyError, UnusableFile
-from resolver.host_files import MIB, open_regular, read_regular
+from resolver.host_files import MIB, open_regular, read_regular, write_atomic
 
 __all__ = [
     "RecordEntry",
@@ -164,10 +164,11 @@ def take_snapshot(site: Path, dist_info: str, folder: Path) -> Snapshot:
             kept.append(RecordEntry(path=entry.path, sha256=_sha256(target),
                                     size=target.stat().st_size))
             modes.append(source.stat().st_mode & 0o7777)
-        (folder / "snapshot.json").write_text(json.dumps(
+        write_atomic(folder / "snapshot.json", json.dumps(
             {"dist_info": dist_info, "files": [
                 {"path": k.path, "sha256": k.sha256, "mode": mode}
-                for k, mode in zip(kept, modes, strict=True)]}, indent=1), "utf-8")
+                for k, mode in zip(kept, modes, strict=True)]}, indent=1).encode("utf-8"),
+            durable=True)
     except OSError as err:
         raise ApplyError(f"{folder}: cannot keep the snapshot: {err}") from err
     return Snapshot(folder=folder, dist_info=dist_info, files=tuple(kept))

@@ -71,6 +71,15 @@ def _guarded_group() -> type:
 
         def main(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Any:  # noqa: ANN401
             self.debug = "--debug" in (sys.argv[1:] if args is None else args)
+            # A path the user cannot read is bad input, said by the command in one line
+            # (naming the file), not refused by click's usage box before the command runs.
+            commands = list(self.commands.values())
+            while commands:
+                command = commands.pop()
+                commands += getattr(command, "commands", {}).values()  # `recipes lint`
+                for param in command.params:
+                    if hasattr(param.type, "readable"):
+                        param.type.readable = False
             return super().main(args, *rest, **kwargs)
 
         def invoke(self, ctx: Any) -> Any:  # noqa: ANN401 - click's Context

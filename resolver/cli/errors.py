@@ -39,7 +39,9 @@ def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> typer.Exit:
 def _say(message: str) -> None:
     from resolver.cli.text import printable  # noqa: PLC0415
 
-    line = printable((message.splitlines() or [""])[0])
+    # One line however the message came: a name holding a line break is shown escaped (\x0a)
+    # rather than cut there, so nothing after it is lost.
+    line = printable(message.strip())
     sys.stderr.write(f"jetson-resolve: error: {line}\n")
     sys.stderr.flush()
 

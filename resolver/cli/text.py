@@ -10,8 +10,13 @@ terminal never interprets it.
 from __future__ import annotations
 
 import re
+import sys
+from typing import TYPE_CHECKING, TextIO
 
-__all__ = ["printable", "xml_text"]
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ["printable", "write_lines", "xml_text"]
 
 # C0 and C1 controls, DEL, and lone surrogates (undecodable bytes under surrogateescape).
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -34,3 +39,13 @@ def printable(text: str) -> str:
 def xml_text(text: str) -> str:
     """`text` with what XML 1.0 cannot hold escaped; line breaks and tabs are kept."""
     return _NOT_XML.sub(_escape, text)
+
+
+def write_lines(lines: Iterable[str], stream: TextIO | None = None) -> None:
+    """Write each line, `printable`, then a newline, to `stream` (stdout by default).
+
+    Plain text reports (status, apply's summary, recipes lint) go through here, so a name from
+    a journal or a recipe stays on its line and never reaches a terminal as an escape.
+    """
+    out = sys.stdout if stream is None else stream
+    out.write("".join(f"{printable(line)}\n" for line in lines))

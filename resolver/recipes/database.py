@@ -66,7 +66,8 @@ def load_database(folder: Path) -> tuple[Recipe, ...]:
 
     """
     try:
-        paths = sorted(folder.glob("*.toml"))
+        # iterdir, not glob: glob takes a folder it cannot list for an empty one.
+        paths = sorted(p for p in folder.iterdir() if p.name.endswith(".toml"))
     except OSError as err:
         raise RecipeError(f"cannot list: {err.strerror}", file=str(folder)) from err
     return tuple(read_recipe(path) for path in paths)

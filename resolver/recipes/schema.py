@@ -230,6 +230,15 @@ PATH_TOKENS = frozenset({"{site}", "{prefix}", "{triplet}", "{component}", "{ver
 
 
 def _tokens(path: str) -> str | None:
+    """Why a recipe path cannot be used: an unknown token, a '..', a control character.
+
+    A path names a place apply writes (a prefix, a folder in an ld.so.conf.d file): it stays
+    where it says, one line, inside the root (`resolver.apply.confine` checks again).
+    """
+    if re.search("[\x00-\x1f\x7f]", path):
+        return f"holds a control character: {path!r}"
+    if ".." in path.split("/"):
+        return f"climbs out with '..': {path!r}"
     unknown = sorted(set(re.findall(r"\{[^}]*\}", path)) - PATH_TOKENS)
     if unknown:
         return f"unknown token(s) {', '.join(unknown)} in {path!r} (known: " + ", ".join(
@@ -243,9 +252,13 @@ def _soname(name: str) -> str | None:
 
 def _requirement(text: str) -> str | None:
     try:
-        Requirement(text)
+        requirement = Requirement(text)
     except InvalidRequirement as err:
-        return f"not a PEP 508 requirement: {str(err).splitlines()[0]}"
+        return f"not a PEP 508 requirement: {(str(err).splitlines() or [''])[0]}"
+    if requirement.url is not None and _https(requirement.url):
+        # A direct reference (PEP 440 `name @ URL`) is fetched as it is: https only, like
+        # every other address a recipe names (no file://, no plain http).
+        return f"a direct reference must be an https URL, got {requirement.url!r}"
     return None
 
 
@@ -258,10 +271,16 @@ def _specifier(table: _Table, key: str) -> SpecifierSet | None:
     if text is None:
         return None
     try:
-        return SpecifierSet(text)
+        specifier = SpecifierSet(text)
     except InvalidSpecifier:
         table.errors.add(table.field(key), f"not a PEP 440 specifier: {text!r}")
         return None
+    if any(spec.operator == "===" for spec in specifier):
+        # Arbitrary equality compares strings (PEP 440): a target's version is a version,
+        # and `===abc` would match none while looking like a constraint.
+        table.errors.add(table.field(key), f"arbitrary equality (===) is not supported: {text!r}")
+        return None
+    return specifier
 
 
 def _choices(table: _Table, key: str, allowed: frozenset[str] | None = None) -> frozenset[str]:
@@ -500,6 +519,8 @@ def parse_recipe(recipe_id: str, data: Mapping[str, Any], *, file: str) -> Recip
     summary = top.get("summary", str) or ""
     if not summary:
         errors.add("summary", "required: one line saying what the recipe does")
+    elif re.search("[\x00-\x1f\x7f]", summary):
+        errors.add("summary", f"one line without control characters, got {summary!r}")
     sources = top.strings("sources", _https)
     if not sources:
         errors.add("sources", "a recipe cites at least one public source (https URL)")

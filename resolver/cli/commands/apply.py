@@ -27,6 +27,7 @@ from resolver.cli import options as opt  # noqa: TC001 - typer reads the annotat
 from resolver.cli.commands.plan import pip_platform_options
 from resolver.cli.commands.runs_common import StateDir  # noqa: TC001 - typer reads it
 from resolver.cli.errors import ExitCode, fail
+from resolver.cli.text import write_lines
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -60,7 +61,7 @@ class ShownProgress:
 
     def _say(self, text: str) -> None:
         if not self.quiet:
-            sys.stderr.write(text + "\n")
+            write_lines([text], sys.stderr)
             sys.stderr.flush()
 
     def round(self, number: int, diagnosis: Diagnosis, plan: Plan) -> None:
@@ -536,8 +537,7 @@ def _dry_run(request: ApplyRequest, stages: Stages, executor: DryRunExecutor,
         sys.stdout.write(dump({"schema": 2, "command": "apply", "dry_run": True,
                                "would": executor.log, "then": later}))
         return
-    sys.stdout.write("".join(f"{line}\n" for line in executor.log + later)
-                     or "nothing to do\n")
+    write_lines(executor.log + later or ["nothing to do"])
 
 
 def _emit(run: Run, report: ApplyReport | None, rolled: RollbackResult | None,
@@ -547,4 +547,4 @@ def _emit(run: Run, report: ApplyReport | None, rolled: RollbackResult | None,
 
         sys.stdout.write(dump(run_json(run, "apply", int(code))))
     else:
-        sys.stdout.write("\n".join(summary_lines(run, report, rolled, code)) + "\n")
+        write_lines(summary_lines(run, report, rolled, code))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from resolver.cli.errors import ExitCode, fail
+from resolver.cli.text import write_lines
 
 if TYPE_CHECKING:
     from resolver.recipes.schema import Recipe
@@ -104,8 +105,6 @@ def register(app: typer.Typer) -> None:
                 "problems": [{"file": p.file, "field": p.field, "message": p.message}
                              for p in problems]}))
         else:
-            for problem in problems:
-                sys.stdout.write(f"{problem}\n")
-            sys.stdout.write(f"{len(loaded)} valid recipe(s), {len(problems)} problem(s) in "
-                             f"{folder}\n")
+            write_lines([*map(str, problems), (f"{len(loaded)} valid recipe(s), "
+                         f"{len(problems)} problem(s) in {folder}")])
         raise typer.Exit(int(code))

@@ -20,6 +20,7 @@ import typer
 
 from resolver import __version__
 from resolver.cli.errors import fail, parse_gpu_arch
+from resolver.cli.text import write_lines
 
 __all__ = ["public_command", "register"]
 
@@ -277,6 +278,5 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(json.dumps(result, sort_keys=True, indent=2) + "\n")
         else:
             counts = ", ".join(f"{n} {k}" for k, n in sorted(result["entries"].items()))
-            sys.stdout.write(f"recorded {result['name']} into {result['out']}: {counts}\n")
-            for line in result["skipped"]:
-                sys.stdout.write(f"  not recorded: {line}\n")
+            write_lines([f"recorded {result['name']} into {result['out']}: {counts}",
+                         *(f"  not recorded: {line}" for line in result["skipped"])])

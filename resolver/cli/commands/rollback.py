@@ -14,6 +14,7 @@ import typer
 from resolver.cli import options as opt  # noqa: TC001 - typer reads the annotations at run time
 from resolver.cli.commands.runs_common import RunId, StateDir, locked_run
 from resolver.cli.errors import ExitCode, fail
+from resolver.cli.text import write_lines
 
 __all__ = ["register"]
 
@@ -38,5 +39,5 @@ def register(app: typer.Typer) -> None:
         if as_json:
             sys.stdout.write(dump(run_json(run, "rollback", int(code))))
         else:
-            sys.stdout.write("\n".join(summary_lines(run, None, rolled, code)) + "\n")
+            write_lines(summary_lines(run, None, rolled, code))
         raise typer.Exit(int(code))

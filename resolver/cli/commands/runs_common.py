@@ -32,12 +32,17 @@ def find_run(state_dir: Path | None, run_id: str | None) -> Run:
         typer.Exit: there is no such run (exit 2).
 
     """
-    from resolver.apply.runs import Run, default_state_dir, latest_run  # noqa: PLC0415
+    from resolver.apply.runs import (  # noqa: PLC0415
+        Run,
+        default_state_dir,
+        is_run_name,
+        latest_run,
+    )
 
     folder = state_dir or default_state_dir()
     if run_id is not None:
         candidate = folder / "runs" / run_id
-        if "/" in run_id or not candidate.is_dir():
+        if not is_run_name(run_id) or not candidate.is_dir():
             raise fail(f"--run {run_id}: no such run in {folder / 'runs'}")
         return Run(candidate)
     run = latest_run(folder)

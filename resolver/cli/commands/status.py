@@ -14,6 +14,7 @@ import typer
 from resolver.cli import options as opt  # noqa: TC001 - typer reads the annotations at run time
 from resolver.cli.commands.runs_common import RunId, StateDir, find_run
 from resolver.cli.errors import ExitCode
+from resolver.cli.text import write_lines
 
 __all__ = ["code_of_outcome", "register", "status_lines"]
 
@@ -44,7 +45,7 @@ def status_lines(document: dict[str, object]) -> list[str]:
         lines.append(f"  step {step['number']} [{step['kind']}] {step['state']}{took}: "
                      f"{step['effect']}")
         if step.get("output"):
-            lines.append("      " + str(step["output"]).strip().splitlines()[-1])
+            lines.append("      " + (str(step["output"]).strip().splitlines() or [""])[-1])
     verified = document.get("verified")
     if isinstance(verified, dict):
         report = verified.get("report", {})
@@ -86,5 +87,5 @@ def register(app: typer.Typer) -> None:
             elif state.outcome is None and unfinished:
                 lines[0] = (f"run {run.id}: its rollback was cut short: run `jetson-resolve "
                             "rollback` again to finish it")
-            sys.stdout.write("\n".join(lines) + "\n")
+            write_lines(lines)
         raise typer.Exit(int(code))
