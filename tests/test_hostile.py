@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import pwd
+import re
 import resource
 import shutil
 import stat
@@ -1056,7 +1057,12 @@ def _passwd_home_cache() -> Path:
 
 
 def _cache_entries(folder: Path) -> set[Path]:
-    found = {p for sub in ("fixtures", "results") for p in (folder / sub).glob("*")}
+    """What a sandbox's run could leave in the user's cache: its own fixtures (named `system`
+    and `torch` after their folders), kept results, the facts cache. Fixtures of other names
+    are other processes' (a user's own diagnose while the tests run)."""
+    found = {p for p in (folder / "fixtures").glob("*")
+             if re.match(r"(system|torch)-[0-9a-f]{16}-", p.name)}
+    found |= set((folder / "results").glob("*"))
     return found | {p for p in (folder, folder / "facts.json") if p.exists()}
 
 
