@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = [
-    "KIB", "MIB", "cache_home", "describe_mode", "not_regular", "open_regular", "process_folder",
-    "read_regular", "write_atomic",
+    "KIB", "MIB", "cache_home", "describe_mode", "in_process_folder", "not_regular", "open_regular",
+    "process_folder", "read_regular", "write_atomic",
 ]
 
 KIB = 1 << 10
@@ -72,6 +72,11 @@ def process_folder() -> Path:
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         _process_folder.append(folder)
     return _process_folder[0]
+
+
+def in_process_folder(path: Path) -> bool:
+    """True when `path` lies in this process's own folder (`process_folder`), if it has one."""
+    return bool(_process_folder) and path.is_relative_to(_process_folder[0])
 
 
 def describe_mode(mode: int) -> str:

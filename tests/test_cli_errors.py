@@ -56,3 +56,12 @@ def test_our_errors_and_the_systems_are_exit_2_in_one_line(tmp_path: Path) -> No
     assert run.code == ExitCode.BAD_INPUT
     assert run.stderr.count("\n") == 1
     assert f"{bad / 'manifest.toml'}: not valid TOML" in run.stderr
+    # An OSError, with the file it names: --out under a regular file cannot be made.
+    root, blocker = tmp_path / "root", tmp_path / "a-file"
+    root.mkdir()
+    blocker.write_text("not a folder\n")
+    run = run_cli("record", "--root", str(root), "--out", str(blocker / "fixture"),
+                  env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert run.code == ExitCode.BAD_INPUT
+    assert run.stderr == f"jetson-resolve: error: {blocker / 'fixture'}: Not a directory\n"
+    assert blocker.read_text() == "not a folder\n"

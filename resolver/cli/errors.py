@@ -97,12 +97,12 @@ def _save_traceback(err: BaseException) -> str | None:
     text = (f"jetson-resolve {__version__}, python {sys.version.split()[0]}\n"
             f"argv: {sys.argv!r}\n\n" + "".join(traceback.format_exception(err)))
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    from resolver.host_files import cache_home, process_folder  # noqa: PLC0415
+    from resolver.host_files import cache_home, in_process_folder  # noqa: PLC0415
 
     # Never into a process folder (no HOME): it is removed at exit, before anyone reads it.
     home = cache_home()
     folders = [tempfile.gettempdir()]
-    if not home.is_relative_to(process_folder()):
+    if not in_process_folder(home):
         folders.insert(0, str(home / "crashes"))
     for folder in folders:
         path = os.path.join(folder, f"jetson-resolve-crash-{stamp}-{os.getpid()}.txt")

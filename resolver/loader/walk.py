@@ -42,6 +42,7 @@ from resolver.loader.binding import (
     startup_static_tls,
 )
 from resolver.loader.search import SearchDir, Via, expand_dst, split_search_path
+from resolver.target.rootfs import NAME_MAX
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,7 +64,6 @@ __all__ = [
     "VersionProblem",
 ]
 
-_NAME_MAX = 255  # bytes of one file name (linux/limits.h)
 INTERPRETER = "interpreter"  # the phase of the main program and what it loads at start
 PRELOAD = "LD_PRELOAD"  # the phase of an LD_PRELOAD entry itself
 PRELOADED = "already loaded"  # libraries the process opened before torch (--preloaded)
@@ -318,7 +318,7 @@ class Namespace:
         tried: list[Candidate] = []
         wanted = requester.facts if requester else None
         result: tuple[str, str, ElfFacts] | str | None
-        if len(posixpath.basename(name).encode("utf-8", "surrogateescape")) > _NAME_MAX:
+        if len(posixpath.basename(name).encode("utf-8", "surrogateescape")) > NAME_MAX:
             # Every open() of it fails with ENAMETOOLONG: no directory need be tried (and a
             # library naming 65,536 such files does not cost 65,536 search lists).
             tried.append(Candidate(via=Via.PATH if "/" in name else Via.DEFAULT, path=name,

@@ -227,6 +227,7 @@ def _https(url: str) -> str | None:
 # The tokens a recipe path may hold: the torch's site-packages, the redist prefix, the target's
 # multiarch triplet, and a redist step's component and version.
 PATH_TOKENS = frozenset({"{site}", "{prefix}", "{triplet}", "{component}", "{version}"})
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # C0 controls and DEL: a line break, an escape
 
 
 def _tokens(path: str) -> str | None:
@@ -235,7 +236,7 @@ def _tokens(path: str) -> str | None:
     A path names a place apply writes (a prefix, a folder in an ld.so.conf.d file): it stays
     where it says, one line, inside the root (`resolver.apply.confine` checks again).
     """
-    if re.search("[\x00-\x1f\x7f]", path):
+    if _CONTROL.search(path):
         return f"holds a control character: {path!r}"
     if ".." in path.split("/"):
         return f"climbs out with '..': {path!r}"
@@ -519,7 +520,7 @@ def parse_recipe(recipe_id: str, data: Mapping[str, Any], *, file: str) -> Recip
     summary = top.get("summary", str) or ""
     if not summary:
         errors.add("summary", "required: one line saying what the recipe does")
-    elif re.search("[\x00-\x1f\x7f]", summary):
+    elif _CONTROL.search(summary):
         errors.add("summary", f"one line without control characters, got {summary!r}")
     sources = top.strings("sources", _https)
     if not sources:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from resolver.errors import InvalidLdCache
+from resolver.target.rootfs import PATH_MAX
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -57,7 +58,6 @@ class CacheFlag(enum.IntEnum):
 FloatAbi = Literal["hard", "soft"]
 # ldconfig writes a few hundred KB; glibc maps any size, but a cache past this is refused.
 MAX_LD_SO_CACHE = 64 << 20
-_PATH_MAX = 4096  # a name longer than this opens no file (linux/limits.h)
 
 # Layout, from sysdeps/generic/dl-cache.h: `struct cache_file` (16 bytes: an 11-byte magic
 # padded to 12, `nlibs`) and `struct file_entry` (12); `struct cache_file_new` (48: magic and
@@ -408,10 +408,10 @@ class _Parser:
             return known
         if at >= len(self.data):
             raise self.fail(f"{what} at offset {at} is past the end ({len(self.data)} bytes)")
-        end = self.data.find(b"\x00", at, at + _PATH_MAX + 1)
-        if end < 0 and at + _PATH_MAX >= len(self.data):
+        end = self.data.find(b"\x00", at, at + PATH_MAX + 1)
+        if end < 0 and at + PATH_MAX >= len(self.data):
             raise self.fail(f"{what} at offset {at} runs off the end without a NUL")
         if end < 0:
-            raise self.fail(f"{what} at offset {at} has no NUL within {_PATH_MAX} bytes")
+            raise self.fail(f"{what} at offset {at} has no NUL within {PATH_MAX} bytes")
         text = self._strings[at] = self.data[at:end].decode("utf-8", "surrogateescape")
         return text

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_TEXT",
+    "NAME_MAX",
+    "PATH_MAX",
     "DirMount",
     "Entry",
     "EntryKind",
@@ -41,6 +43,10 @@ __all__ = [
 
 # Linux follows at most 40 symlinks in one lookup (include/linux/namei.h MAXSYMLINKS).
 _MAX_SYMLINKS = 40
+# Bytes of one file name, and of a path or a symlink's target (include/uapi/linux/limits.h):
+# open() of a longer one fails with ENAMETOOLONG.
+NAME_MAX = 255
+PATH_MAX = 4096
 # The most of a text file of the root read unless its reader says otherwise: os-release,
 # version.py, a dist-info's METADATA are a few KB.
 MAX_TEXT = 1 << 20

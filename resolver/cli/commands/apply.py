@@ -472,8 +472,7 @@ def run_and_end(run: Run, request: ApplyRequest, stages: Stages, executor: Execu
         _emit(run, None, rolled, code, as_json=as_json)
         return code
     if report.failed:
-        code, rolled = finish_failed(run, report, executor,
-                                                            rollback=rollback)
+        code, rolled = finish_failed(run, report, executor, rollback=rollback)
     else:
         code = ExitCode.FINDINGS if report.remaining else ExitCode.OK
     _emit(run, report, rolled, code, as_json=as_json)

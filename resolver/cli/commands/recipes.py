@@ -33,10 +33,11 @@ def _folder(given: Path | None) -> Path:
     return folder
 
 
-def _load(folder: Path) -> tuple[Recipe, ...]:
+def _loaded(given: Path | None) -> tuple[Recipe, ...]:
+    """The recipes of --recipes (or the shipped ones), every one valid, or exit 2."""
     from resolver.recipes.database import load_database  # noqa: PLC0415
 
-    return load_database(folder)
+    return load_database(_folder(given))
 
 
 def register(app: typer.Typer) -> None:
@@ -51,7 +52,7 @@ def register(app: typer.Typer) -> None:
         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,  # noqa: ARG001 - read by the app (resolver.cli.app)
     ) -> None:
         """One line per recipe: its id, what it provides, how."""
-        loaded = _load(_folder(recipes))
+        loaded = _loaded(recipes)
         if as_json:
             from resolver.cli.render_json import dump, recipe_json  # noqa: PLC0415
 
@@ -70,7 +71,7 @@ def register(app: typer.Typer) -> None:
         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,  # noqa: ARG001 - read by the app (resolver.cli.app)
     ) -> None:
         """Everything one recipe says."""
-        loaded = {r.id: r for r in _load(_folder(recipes))}
+        loaded = {r.id: r for r in _loaded(recipes)}
         recipe = loaded.get(recipe_id)
         if recipe is None:
             raise fail(f"{recipe_id}: no such recipe ({len(loaded)} recipes; "
